@@ -1,0 +1,7 @@
+"""``python -m styletrain`` runs the CLI."""
+
+import sys
+
+from styletrain.cli import main
+
+sys.exit(main())

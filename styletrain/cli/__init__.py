@@ -1,0 +1,54 @@
+"""The ``styletrain`` command: one subcommand per module in this package.
+
+Each command module has ``add_arguments(parser)`` and ``run(args) -> int`` and imports its heavy
+dependencies inside ``run``, so ``styletrain --help`` stays fast. User errors (``UserError``) print
+one line on stderr and exit with code 2; anything else is our bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from styletrain import __version__
+from styletrain.errors import UserError
+
+# subcommand -> (module in styletrain.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a fast style-transfer net (one style: IN; several: CIN)"),
+    "stylize": ("stylize", "stylize an image with a checkpoint or an exported .onnx model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="styletrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"styletrain {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        command = importlib.import_module(f"styletrain.cli.{module}")
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_arguments(sub_parser)
+        sub_parser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        print(f"styletrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"styletrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

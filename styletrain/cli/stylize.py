@@ -1,0 +1,31 @@
+"""``styletrain stylize``: stylize one image with a checkpoint, keeping its size."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a styletrain .ckpt or exported .onnx")
+    p.add_argument("--input", required=True, metavar="IMG")
+    p.add_argument("--output", required=True, metavar="IMG", help="output image; format from the extension")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--style", metavar="NAME", help="style to apply (a multi-style model needs one of these)")
+    choice.add_argument("--blend", metavar="NAME=W,...", help="mix of styles by weight, e.g. candy=0.7,mosaic=0.3")
+    p.add_argument("--max-side", type=int, help="shrink the input so its longer side is at most this")
+
+
+def run(args: argparse.Namespace) -> int:
+    from styletrain.inference import load_stylizer
+    from styletrain.images import check_output_path, open_image, resize_max_side, save_image
+    from styletrain.styles import parse_blend, style_weights
+
+    check_output_path(args.output)
+    stylizer = load_stylizer(args.checkpoint)
+    weights = style_weights(stylizer.style_names, style=args.style,
+                            blend=parse_blend(args.blend) if args.blend else None)
+    image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side)
+    save_image(stylizer(image, weights), Path(args.output))
+    print(f"wrote {args.output}")
+    return 0

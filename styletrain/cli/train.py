@@ -1,0 +1,115 @@
+"""``styletrain train``: train a net on style images and a folder of photos, resumably."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from styletrain.errors import UserError
+
+REQUIRED = ("style", "content_dir", "out")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML recipe whose keys are these options "
+                   "(e.g. configs/mosaic.yaml); options on the command line override it")
+    p.add_argument("--style", action="append", metavar="IMG",
+                   help="style image (repeat for a multi-style net); the style is named after the file")
+    p.add_argument("--content-dir", metavar="DIR", help="folder of content photos")
+    p.add_argument("--out", metavar="DIR", help="output folder: last.ckpt, samples/, logs/")
+    p.add_argument("--base", metavar="CKPT", help="add the --style images to this trained multi-style "
+                   "net, training only their new scale/shift rows")
+    p.add_argument("--image-size", type=int, default=256, help="training crop size (default 256)")
+    p.add_argument("--style-size", type=int, default=512,
+                   help="longer side at which style images are read; sets the brush-stroke scale (default 512)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=40_000, help="total optimizer steps, counting resumed ones")
+    p.add_argument("--max-time", metavar="DD:HH:MM:SS", help="stop (and save last.ckpt) after this long")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=32, help="channels of the first layer (16: small, fast net)")
+    p.add_argument("--num-residuals", type=int, default=5)
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=5.0)
+    p.add_argument("--tv-weight", type=float, default=1e-5)
+    p.add_argument("--content-layer", default="relu3_3")
+    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3,relu4_3")
+    p.add_argument("--vgg-arch", choices=("vgg16", "vgg19"), default="vgg16")
+    p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: $STYLETRAIN_VGG_WEIGHTS, "
+                   "else torchvision's ImageNet weights); 'random' only for experiments")
+    p.add_argument("--val-every", type=int, default=500, help="validate and write a sample grid every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs or nodes")
+    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs, 32-true on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for GPUs)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.ckpt exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _apply_config(args: argparse.Namespace) -> None:
+    """Fill options not given on the command line from the YAML recipe."""
+    if args.config is None:
+        return
+    try:
+        recipe = yaml.safe_load(args.config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"could not read recipe {args.config}: {exc}") from None
+    defaults = add_defaults()
+    for key, value in recipe.items():
+        attr = key.replace("-", "_")
+        if attr not in defaults:
+            raise UserError(f"unknown option {key!r} in {args.config}")
+        if getattr(args, attr) == defaults[attr]:
+            setattr(args, attr, value if attr != "style" or isinstance(value, list) else [value])
+
+
+def add_defaults() -> dict:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return vars(parser.parse_args([]))
+
+
+def run(args: argparse.Namespace) -> int:
+    _apply_config(args)
+    missing = [f"--{name.replace('_', '-')}" for name in REQUIRED if not getattr(args, name)]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}")
+    for path in args.style:
+        if not Path(path).is_file():
+            raise UserError(f"style image not found: {path}")
+
+    import torch
+
+    from styletrain.data import PhotoDataModule
+    from styletrain.module import StyleTransferModule
+    from styletrain.train import TrainerOptions, fit
+
+    gpu = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    module = StyleTransferModule(
+        [str(p) for p in args.style], style_size=args.style_size, width=args.width,
+        num_residuals=args.num_residuals, lr=args.lr, content_weight=args.content_weight,
+        style_weight=args.style_weight, tv_weight=args.tv_weight, content_layer=args.content_layer,
+        style_layers=[s.strip() for s in args.style_layers.split(",")], vgg_arch=args.vgg_arch,
+        vgg_weights=args.vgg_weights,
+        channels_last=gpu if args.channels_last is None else args.channels_last,
+        base_checkpoint=args.base, recipe=str(args.config) if args.config else None,
+    )
+    data = PhotoDataModule(args.content_dir, image_size=args.image_size, batch_size=args.batch_size,
+                           num_workers=args.num_workers, seed=args.seed)
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    options = TrainerOptions(
+        max_steps=args.max_steps, max_time=args.max_time, accelerator=args.accelerator, devices=devices,
+        num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+        val_every=args.val_every, checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress, seed=args.seed,
+    )
+    last = fit(module, data, args.out, options, resume=not args.no_resume)
+    print(f"wrote {last}")
+    return 0

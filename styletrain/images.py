@@ -1,0 +1,115 @@
+"""Safe image reading and conversion between PIL images and [0, 1] RGB tensors.
+
+Every image that enters styletrain (CLI, training data, the gRPC server) goes through
+``open_image``: formats are restricted, the pixel count is checked from the header before decoding,
+and Pillow's decompression-bomb warning is an error.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from styletrain.errors import UserError
+
+FORMATS = ("JPEG", "PNG", "WEBP")
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Largest image (width x height) read by default: about 8000 x 8000."""
+
+
+def open_image(
+    source: str | Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = 1,
+    formats: tuple[str, ...] = FORMATS,
+) -> Image.Image:
+    """Decode a JPEG/PNG/WebP file or bytes into an RGB image, applying EXIF orientation.
+
+    Raises ``UserError`` for missing, unreadable, corrupt, too large or too small images.
+    """
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise UserError(f"image not found: {name}")
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp, formats=formats) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise UserError(
+                        f"{name} is {width}x{height} = {width * height} pixels, above the limit of "
+                        f"{max_pixels}; resize it first"
+                    )
+                if min(width, height) < min_side:
+                    raise UserError(f"{name} is {width}x{height}; both sides must be at least {min_side} px")
+                image.load()
+                return ImageOps.exif_transpose(image).convert("RGB")
+    except UserError:
+        raise
+    except UnidentifiedImageError:
+        raise UserError(f"{name} is not a readable {'/'.join(formats)} image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise UserError(f"{name} could not be decoded: {exc}") from None
+
+
+def resize_max_side(image: Image.Image, max_side: int | None) -> Image.Image:
+    """Shrink (never enlarge) so the longer side is at most ``max_side``, keeping the aspect ratio."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def resize_side(image: Image.Image, side: int) -> Image.Image:
+    """Resize so the longer side is exactly ``side`` (the scale at which a style image is read)."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """PIL RGB image -> float tensor (1, 3, H, W) in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_pil(tensor: Tensor) -> Image.Image:
+    """Tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (values clamped, NaN -> 0)."""
+    if tensor.ndim == 4:
+        tensor = tensor[0]
+    array = torch.nan_to_num(tensor.detach().float().cpu(), nan=0.0).clamp(0, 1)
+    return Image.fromarray((array.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+
+
+def load_tensor(path: str | Path, *, max_side: int | None = None, **kwargs: object) -> Tensor:
+    """Read an image file as a (1, 3, H, W) tensor, shrunk to ``max_side`` if given."""
+    return to_tensor(resize_max_side(open_image(path, **kwargs), max_side))
+
+
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Fail before any work is done if an output image path has an unsupported extension."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(f"cannot write {path}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return path
+
+
+def save_image(image: Tensor | Image.Image, path: str | Path, *, quality: int = 95) -> Path:
+    """Write a tensor or PIL image; the format follows the file extension. Creates parent folders."""
+    path = check_output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (to_pil(image) if isinstance(image, Tensor) else image).save(path, quality=quality)
+    return path

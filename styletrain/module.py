@@ -1,0 +1,191 @@
+"""The Lightning module that trains a transformer net against the frozen perceptual loss.
+
+One style gives an instance-norm net; several give one conditional-instance-norm net whose batches
+sample a style per photo. With ``base_checkpoint`` a trained multi-style net learns new styles by
+training only their new scale/shift rows, every convolution and old row frozen (Dumoulin et al.).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styletrain import __version__
+from styletrain.checkpoint import FORMAT_VERSION, load_transformer
+from styletrain.errors import UserError
+from styletrain.images import open_image, resize_side, to_tensor
+from styletrain.losses import LossConfig, LossTerms, PerceptualLoss
+from styletrain.styles import style_name
+from styletrain.transformer import ConditionalInstanceNorm2d, TransformerNet
+
+
+class StyleTransferModule(L.LightningModule):
+    """Johnson et al.'s fast style transfer training, with Dumoulin et al.'s multi-style nets.
+
+    The typed constructor is the configuration (saved with every checkpoint). The VGG loss network
+    is built in ``setup`` and kept out of the checkpoint, so a checkpoint holds only the transformer.
+    """
+
+    def __init__(
+        self,
+        style_images: Sequence[str],
+        *,
+        style_size: int | None = 512,
+        width: int = 32,
+        num_residuals: int = 5,
+        lr: float = 1e-3,
+        content_weight: float = 1.0,
+        style_weight: float = 5.0,
+        tv_weight: float = 1e-5,
+        content_layer: str = "relu3_3",
+        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        vgg_arch: str = "vgg16",
+        vgg_weights: str | None = None,
+        channels_last: bool = False,
+        base_checkpoint: str | None = None,
+        recipe: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.loss_config = LossConfig(
+            content_layer=content_layer, style_layers=tuple(style_layers), content_weight=content_weight,
+            style_weight=style_weight, tv_weight=tv_weight, arch=vgg_arch,
+        )
+        new_names = [style_name(p) for p in style_images]
+        if not new_names:
+            raise UserError("give at least one --style image")
+        if base_checkpoint is None:
+            self.style_names = new_names
+            self.net = TransformerNet(len(new_names), width=width, num_residuals=num_residuals)
+        else:
+            self.net, meta = self._extend(base_checkpoint, len(new_names))
+            self.style_names = list(meta["style_names"]) + new_names
+        if len(set(self.style_names)) != len(self.style_names):
+            raise UserError(f"style names must be unique (they come from file names); got {self.style_names}")
+        # indices (in the net) of the styles this run trains, in the order of ``style_images``
+        self.trained = list(range(len(self.style_names) - len(new_names), len(self.style_names)))
+        self._loss: PerceptualLoss | None = None
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _extend(base: str, extra: int) -> tuple[TransformerNet, dict[str, Any]]:
+        """The base net with ``extra`` new style rows; only those rows will receive gradients."""
+        old, meta = load_transformer(base)
+        if not old.conditional:
+            raise UserError(f"--base {base} is a single-style net; new styles can only be added to a multi-style net")
+        net = TransformerNet(old.num_styles + extra, width=old.width, num_residuals=old.num_residuals,
+                             conditional=True)
+        n_old = old.num_styles
+        state = old.state_dict()
+        for name, module in net.named_modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                for param in ("scale", "shift"):
+                    rows = state[f"{name}.{param}"]
+                    state[f"{name}.{param}"] = torch.cat([rows, rows.mean(0, keepdim=True).expand(extra, -1)])
+        net.load_state_dict(state)
+        net.requires_grad_(False)
+        for module in net.modules():
+            if isinstance(module, ConditionalInstanceNorm2d):
+                for p in (module.scale, module.shift):
+                    p.requires_grad_(True)
+                    p.register_hook(lambda g: torch.cat([torch.zeros_like(g[:n_old]), g[n_old:]]))
+        return net, meta
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self._loss is None and stage in ("fit", "validate"):
+            self._set_loss(self.build_loss())
+
+    def _set_loss(self, loss: PerceptualLoss) -> None:
+        # Bypass nn.Module.__setattr__: the frozen VGG must not become a submodule, or it would be
+        # saved in every checkpoint, wrapped by DDP and counted as part of the net.
+        object.__setattr__(self, "_loss", loss)
+
+    def build_loss(self) -> PerceptualLoss:
+        """The perceptual loss with the Gram targets of this run's style images cached."""
+        hp = self.hparams
+        styles = []
+        for path in hp.style_images:
+            image = open_image(path)
+            styles.append(to_tensor(resize_side(image, hp.style_size) if hp.style_size else image))
+        return PerceptualLoss(self.loss_config, styles, weights=hp.vgg_weights)
+
+    @property
+    def perceptual_loss(self) -> PerceptualLoss:
+        if self._loss is None:
+            self._set_loss(self.build_loss())
+        if self._loss.vgg.mean.device != self.device:
+            self._loss.to(self.device)
+            if self.hparams.channels_last:
+                self._loss.to(memory_format=torch.channels_last)
+        return self._loss
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _style_choice(self, batch_size: int, stage: str) -> tuple[Tensor, Tensor]:
+        """Per-photo style: net weights (B, N_net) and loss weights (B, N_trained), one-hot."""
+        k = len(self.trained)
+        if stage == "train":
+            pick = torch.randint(k, (batch_size,), device=self.device)
+        else:  # fixed styles for validation, so its losses are comparable across steps
+            pick = torch.arange(batch_size, device=self.device) % k
+        loss_w = F.one_hot(pick, k).float()
+        net_w = F.one_hot(torch.tensor(self.trained, device=self.device)[pick], len(self.style_names)).float()
+        return net_w, loss_w
+
+    def _shared_step(self, batch: Tensor, stage: str) -> LossTerms:
+        if self.hparams.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        net_w, loss_w = self._style_choice(batch.shape[0], stage)
+        loss = self.perceptual_loss
+        content_features = loss.content_features(batch)
+        output = self.net(batch, net_w if self.net.conditional else None)
+        terms = loss(output, loss_w, content_features=content_features)
+        self.log_dict(
+            {f"{stage}/content_loss": terms.content, f"{stage}/style_loss": terms.style,
+             f"{stage}/tv_loss": terms.tv},
+            on_step=stage == "train", on_epoch=stage != "train", batch_size=batch.shape[0], sync_dist=stage != "train",
+        )
+        self.log(f"{stage}/loss", terms.total, prog_bar=True, on_step=stage == "train",
+                 on_epoch=stage != "train", batch_size=batch.shape[0], sync_dist=stage != "train")
+        return terms
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train").total
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def forward(self, image: Tensor, style_weights: Tensor | None = None) -> Tensor:
+        return self.net(image, style_weights)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint or exported model says about itself (read by ``load_transformer``)."""
+        hp = self.hparams
+        data = {}
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            data = {k: v for k, v in self.trainer.datamodule.hparams.items() if k != "content_dir"}
+            data["content_dir"] = str(self.trainer.datamodule.hparams.content_dir)
+        return {
+            "format": "styletrain", "version": FORMAT_VERSION, "styletrain_version": __version__,
+            "style_names": list(self.style_names), "net": self.net.config(),
+            "loss": self.loss_config.to_dict() | {"style_layers": list(self.loss_config.style_layers)},
+            "style_images": [str(p) for p in hp.style_images], "style_size": hp.style_size,
+            "lr": hp.lr, "vgg_weights": str(hp.vgg_weights) if hp.vgg_weights else None,
+            "base_checkpoint": hp.base_checkpoint, "recipe": hp.recipe, "data": data,
+            "global_step": int(self.global_step),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["styletrain"] = self.metadata()
+

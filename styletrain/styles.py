@@ -1,0 +1,74 @@
+"""Style names and blend weights: parsing, validation and normalisation, done once in Python.
+
+The CLI, the exporter's parity check and the gRPC server all turn a style name or a
+``{name: weight}`` mix into one (N,) weight vector here; the nets never branch on weight values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from styletrain.errors import UserError
+
+
+def style_name(path: str | Path) -> str:
+    """A style is named after its image file: ``styles/the_scream.jpg`` -> ``the_scream``."""
+    return Path(path).stem
+
+
+def parse_blend(text: str) -> dict[str, float]:
+    """Parse ``"candy=0.7,mosaic=0.3"`` into ``{"candy": 0.7, "mosaic": 0.3}``."""
+    blend: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or not name or weight is None:
+            raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {text!r}")
+        if name in blend:
+            raise UserError(f"style {name!r} appears twice in blend {text!r}")
+        blend[name] = weight
+    if not blend:
+        raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {text!r}")
+    return blend
+
+
+def style_weights(
+    names: Sequence[str],
+    *,
+    style: str | None = None,
+    blend: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """The (N,) float32 weight vector for one style name or a blend, normalised to sum to 1.
+
+    With neither given, a single-style net gets its one style; a multi-style net needs a choice.
+    """
+    if style is not None and blend:
+        raise UserError("give either a style or a blend, not both")
+    if blend:
+        unknown = sorted(set(blend) - set(names))
+        if unknown:
+            raise UserError(f"unknown style(s) {unknown} in blend; available: {list(names)}")
+        bad = {k: v for k, v in blend.items() if not math.isfinite(v) or v < 0}
+        total = sum(blend.values())
+        if bad or not total > 0:
+            raise UserError(
+                f"style weights must be finite, non-negative and sum to more than 0; got {dict(blend)}"
+            )
+        return np.array([blend.get(name, 0.0) / total for name in names], dtype=np.float32)
+    if style is None:
+        if len(names) == 1:
+            style = names[0]
+        else:
+            raise UserError(f"this model holds {len(names)} styles; choose one with --style or --blend: {list(names)}")
+    if style not in names:
+        raise UserError(f"unknown style {style!r}; available: {list(names)}")
+    weights = np.zeros(len(names), dtype=np.float32)
+    weights[list(names).index(style)] = 1.0
+    return weights

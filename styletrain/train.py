@@ -1,0 +1,113 @@
+"""Running a training job: the Lightning Trainer, checkpoints, sample grids, resuming."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torchvision.utils import make_grid, save_image
+
+from styletrain.data import PhotoDataModule
+from styletrain.module import StyleTransferModule
+
+log = logging.getLogger(__name__)
+
+MAX_GRID_STYLES = 8
+
+
+class SampleGrid(Callback):
+    """After each validation, write ``samples/step_NNNNNN.png``: the fixed validation photos
+    (first column) and their stylizations, one column per style (at most 8)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @torch.no_grad()
+    def on_validation_end(self, trainer: L.Trainer, module: StyleTransferModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        photos = torch.cat(list(trainer.val_dataloaders)).to(module.device)
+        columns = [photos]
+        net = module.net
+        was_training = net.training
+        net.eval()
+        for index in module.trained[:MAX_GRID_STYLES]:
+            weights = torch.zeros(len(photos), len(module.style_names), device=module.device)
+            weights[:, index] = 1
+            columns.append(net(photos, weights if net.conditional else None).float())
+        net.train(was_training)
+        grid = torch.stack(columns, dim=1).flatten(0, 1)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_image(make_grid(grid, nrow=len(columns), padding=2), self.folder / f"step_{trainer.global_step:06d}.png")
+
+
+@dataclass
+class TrainerOptions:
+    """Run settings passed through to ``lightning.Trainer`` (devices, nodes and strategy for DDP)."""
+
+    max_steps: int = 40_000
+    max_time: str | None = None
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    val_every: int = 500
+    checkpoint_every: int = 500
+    progress: bool = True
+    seed: int = 0
+
+
+def default_precision(accelerator: str) -> str:
+    """bf16 autocast on GPUs that support it; float32 elsewhere (bf16 is slow on CPUs without
+    AVX-512 BF16/AMX: see benchmarks/RESULTS.md)."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
+        options: TrainerOptions = TrainerOptions(), *, resume: bool = True) -> Path:
+    """Train until ``max_steps`` (or ``max_time``), resuming from ``out/last.ckpt`` when present.
+
+    Returns the path of ``out/last.ckpt``, written at the end of every run, interrupted or not.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.ckpt"
+    module.perceptual_loss  # build the loss network now: fail on missing VGG weights before training
+    L.seed_everything(options.seed, workers=True, verbose=False)
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_steps=options.max_steps,
+        max_time=options.max_time,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy=options.strategy,
+        precision=options.precision or default_precision(options.accelerator),
+        logger=CSVLogger(out, name="logs"),
+        callbacks=[
+            ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
+                            every_n_train_steps=options.checkpoint_every),
+            SampleGrid(out / "samples"),
+        ],
+        val_check_interval=options.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_progress_bar=options.progress,
+        enable_model_summary=False,
+        log_every_n_steps=min(50, options.val_every),
+    )
+    ckpt_path = last if resume and last.is_file() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(last)
+    return last
+
