@@ -142,11 +142,16 @@ class PerceptualLoss(nn.Module):
         content_loss = cfg.content_weight * F.mse_loss(
             feats[cfg.content_layer].float(), content_features.float()
         )
-        style_loss = output.new_zeros((), dtype=torch.float32)
-        for layer, weight, target in zip(cfg.style_layers, cfg.layer_weights, self.style_grams(style_weights)):
-            style_loss = style_loss + weight * F.mse_loss(gram_matrix(feats[layer]), target)
         return LossTerms(
             content=content_loss,
-            style=cfg.style_weight * style_loss,
+            style=self.style_loss(feats, style_weights),
             tv=cfg.tv_weight * total_variation(output),
         )
+
+    def style_loss(self, features: dict[str, Tensor], style_weights: Tensor) -> Tensor:
+        """Weighted style term of VGG ``features`` (from ``self.vgg``) against the blended Gram targets."""
+        cfg = self.config
+        loss = features[cfg.style_layers[0]].new_zeros((), dtype=torch.float32)
+        for layer, weight, target in zip(cfg.style_layers, cfg.layer_weights, self.style_grams(style_weights)):
+            loss = loss + weight * F.mse_loss(gram_matrix(features[layer]), target)
+        return cfg.style_weight * loss

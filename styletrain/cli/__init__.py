@@ -20,6 +20,9 @@ from styletrain.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a fast style-transfer net (one style: IN; several: CIN)"),
     "stylize": ("stylize", "stylize an image with a checkpoint or an exported .onnx model"),
+    "export": ("export", "export a checkpoint to one self-contained, parity-checked .onnx file"),
+    "serve": ("serve", "serve exported .onnx models over gRPC (onnxruntime)"),
+    "client": ("client", "talk to a styletrain gRPC server: list styles, stylize an image"),
 }
 
 
@@ -38,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("styletrain")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except UserError as exc:

@@ -1,0 +1,58 @@
+"""``styletrain client``: list a server's styles, or stylize an image with it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    styles = sub.add_parser("styles", help="list the server's models and their styles")
+    stylize = sub.add_parser("stylize", help="stylize one image on the server")
+    for q in (styles, stylize):
+        q.add_argument("--server", default="localhost:50051", metavar="HOST:PORT",
+                       help="server address (default localhost:50051)")
+        q.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default 60)")
+    stylize.add_argument("--input", required=True, metavar="IMG", help="JPEG, PNG or WebP image")
+    stylize.add_argument("--output", required=True, metavar="IMG", help="output image; format from the extension")
+    choice = stylize.add_mutually_exclusive_group()
+    choice.add_argument("--style", metavar="NAME", help="style to apply")
+    choice.add_argument("--blend", metavar="NAME=W,...", help="mix of styles by weight, e.g. candy=0.7,mosaic=0.3")
+    stylize.add_argument("--model", metavar="NAME", help="model to use (default: the server picks one "
+                         "holding all requested styles, preferring multi-style models)")
+    stylize.add_argument("--max-side", type=int, help="server shrinks the input so its longer side is at most this")
+    stylize.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (server default 90)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.client import StyleClient
+
+    with StyleClient(args.server, timeout=args.timeout) as client:
+        if args.action == "styles":
+            for model in client.list_styles():
+                print(f"{model.name}: {', '.join(model.styles)}")
+            return 0
+        return _stylize(client, args)
+
+
+def _stylize(client: object, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from styletrain.images import check_output_path
+    from styletrain.styles import parse_blend
+
+    output = check_output_path(args.output)
+    source = Path(args.input)
+    if not source.is_file():
+        from styletrain.errors import UserError
+
+        raise UserError(f"image not found: {source}")
+    result = client.stylize(source.read_bytes(), style=args.style,
+                            blend=parse_blend(args.blend) if args.blend else None, model=args.model,
+                            output_format=output.suffix.lstrip(".").lower(), quality=args.quality,
+                            max_side=args.max_side)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(result.image)
+    print(f"wrote {output} ({result.width}x{result.height}, model {result.model}, "
+          f"{result.inference_ms:.0f} ms inference, {result.total_ms:.0f} ms on the server)")
+    return 0

@@ -1,0 +1,27 @@
+"""``styletrain export``: write a checkpoint as one self-contained, parity-checked ``.onnx`` file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Defaults live in styletrain.export (not imported here: it pulls in onnx, ~1 s).
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a styletrain checkpoint (.ckpt)")
+    p.add_argument("--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--tolerance", type=float,
+                   help="largest allowed |onnxruntime - torch| on the [0, 1] output (default 1e-4)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
+
+
+def run(args: argparse.Namespace) -> int:
+    from styletrain.export import export_onnx, load_model, read_metadata
+
+    options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
+    path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
+    meta = read_metadata(load_model(path))
+    parity = meta["export"].get("parity_max_abs_diff")
+    checked = f"parity max |diff| {parity:.2g}" if parity is not None else "parity not checked"
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; styles: {', '.join(meta['style_names'])}; {checked})")
+    return 0

@@ -1,0 +1,146 @@
+"""ONNX export: graph shape and metadata, parity with torch, loading rules, the export/stylize commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from styletrain.checkpoint import load_transformer
+from styletrain.cli import main
+from styletrain.errors import UserError
+from styletrain.export import (DEFAULT_TOLERANCE, ExportError, OnnxStylizer, check_parity, export_onnx,
+                               image_to_array, load_model, read_metadata)
+from styletrain.inference import TorchStylizer, load_stylizer
+
+RTOL, ATOL = 1e-3, 1e-5
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[str | int]:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_graph_inputs_are_dynamic_and_norm_is_instance_norm(onnx_models: dict[str, Path]) -> None:
+    model = onnx.load(onnx_models["multi"])
+    inputs = {i.name: _dims(i) for i in model.graph.input}
+    assert list(inputs) == ["image", "style_weights"]
+    batch, channels, height, width = inputs["image"]
+    assert channels == 3 and all(isinstance(d, str) for d in (batch, height, width))
+    assert inputs["style_weights"] == [batch, 3]
+    assert [o.name for o in model.graph.output] == ["output"]
+    ops = {node.op_type for node in model.graph.node}
+    assert "InstanceNormalization" in ops
+    assert "BatchNormalization" not in ops
+    assert not ops & {"If", "Loop", "Where"}, "the graph must not branch on weight values"
+    single = onnx.load(onnx_models["single"])
+    assert [i.name for i in single.graph.input] == ["image"]
+
+
+def test_metadata_holds_styles_and_settings(onnx_models: dict[str, Path]) -> None:
+    meta = read_metadata(load_model(onnx_models["multi"]))
+    assert meta["style_names"] == ["candy", "mosaic", "udnie"]
+    assert meta["net"] == {"num_styles": 3, "width": 4, "num_residuals": 1, "conditional": True}
+    assert meta["export"]["opset"] == 18
+    assert meta["export"]["parity_max_abs_diff"] <= DEFAULT_TOLERANCE
+
+
+def test_weights_live_in_the_one_file(onnx_models: dict[str, Path]) -> None:
+    model = onnx.load(onnx_models["multi"], load_external_data=False)
+    assert model.graph.initializer
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in model.graph.initializer)
+    assert sorted(p.name for p in onnx_models["dir"].iterdir()) == ["mosaic.onnx", "multi.onnx"]
+
+
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 19, 41), (3, 16, 16), (2, 33, 50)])
+def test_onnx_matches_torch_at_odd_sizes_for_every_style_and_a_blend(
+        onnx_models: dict[str, Path], batch: int, height: int, width: int) -> None:
+    net, _ = load_transformer(onnx_models["multi_ckpt"])
+    stylizer = OnnxStylizer(onnx_models["multi"])
+    rng = np.random.default_rng(batch * height * width)
+    x = rng.random((batch, 3, height, width), dtype=np.float32)
+    for weights in [*np.eye(3, dtype=np.float32), np.array([0.2, 0.5, 0.3], dtype=np.float32)]:
+        got = stylizer.run(x, weights)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(x), torch.from_numpy(weights)[None]).numpy()
+        assert got.shape == (batch, 3, height, width)
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_single_style_parity(onnx_models: dict[str, Path]) -> None:
+    net, _ = load_transformer(onnx_models["single_ckpt"])
+    assert check_parity(net, onnx_models["single"], sizes=[(2, 23, 17)]) <= DEFAULT_TOLERANCE
+
+
+def test_parity_check_fails_loudly_on_a_mismatch(onnx_models: dict[str, Path]) -> None:
+    net, _ = load_transformer(onnx_models["multi_ckpt"])
+    with torch.no_grad():
+        net.blocks[-1].conv.bias.add_(0.05)  # the torch net no longer matches the export
+    with pytest.raises(ExportError, match=r"differs from torch by .* \(> tolerance"):
+        check_parity(net, onnx_models["multi"], sizes=[(1, 21, 35)])
+
+
+def test_per_row_weights_in_one_batch(onnx_models: dict[str, Path]) -> None:
+    stylizer = OnnxStylizer(onnx_models["multi"])
+    x = np.random.default_rng(0).random((1, 3, 24, 24), dtype=np.float32)
+    rows = np.eye(3, dtype=np.float32)
+    batched = stylizer.run(np.repeat(x, 3, axis=0), rows)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], stylizer.run(x, rows[i])[0], rtol=RTOL, atol=ATOL)
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)
+
+
+def test_refuses_models_with_external_data(onnx_models: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load(onnx_models["multi"])
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True,
+                    all_tensors_to_external_data=True, location="ext.data", size_threshold=0)
+    assert (tmp_path / "ext.data").is_file()
+    with pytest.raises(UserError, match="references external data"):
+        OnnxStylizer(tmp_path / "ext.onnx")
+
+
+def test_refuses_foreign_and_missing_models(onnx_models: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load(onnx_models["multi"])
+    del model.metadata_props[:]
+    onnx.save_model(model, tmp_path / "foreign.onnx")
+    with pytest.raises(UserError, match="not a styletrain export"):
+        OnnxStylizer(tmp_path / "foreign.onnx")
+    with pytest.raises(UserError, match="ONNX model not found"):
+        OnnxStylizer(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="could not read ONNX model"):
+        OnnxStylizer(tmp_path / "junk.onnx")
+
+
+def test_export_output_must_be_onnx(multi_ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"must end in \.onnx"):
+        export_onnx(multi_ckpt, tmp_path / "model.pt")
+
+
+def test_stylize_command_takes_an_onnx_model(onnx_models: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    assert isinstance(load_stylizer(onnx_models["multi"]), OnnxStylizer)
+    code = main(["stylize", "--checkpoint", str(onnx_models["multi"]), "--input", str(tmp_path / "in.png"),
+                 "--output", str(tmp_path / "out.png"), "--blend", "candy=0.7,udnie=0.3"])
+    assert code == 0
+    out = Image.open(tmp_path / "out.png")
+    assert out.size == (45, 37)
+    expected = TorchStylizer(onnx_models["multi_ckpt"])(Image.open(tmp_path / "in.png"),
+                                                         np.array([0.7, 0.0, 0.3], dtype=np.float32))
+    # uint8 rounding of two float paths that agree to ~1e-5: at most one level apart
+    assert np.abs(np.asarray(out, dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+
+
+def test_image_array_round_trip_matches_torch_conversion() -> None:
+    from styletrain.export import array_to_image
+    from styletrain.images import to_tensor
+
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(image_to_array(image), to_tensor(image).numpy())
+    assert np.array_equal(np.asarray(array_to_image(image_to_array(image))), np.asarray(image))
+    nan = np.full((1, 3, 4, 4), np.nan, dtype=np.float32)
+    assert np.asarray(array_to_image(nan)).max() == 0

@@ -1,0 +1,63 @@
+"""Gram, TV and perceptual-loss maths against naive loops."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from styletrain.losses import LossConfig, PerceptualLoss, gram_matrix, total_variation
+from styletrain.vgg import LossNetwork
+
+
+def test_gram_matches_naive_loop():
+    torch.manual_seed(0)
+    feats = torch.randn(2, 3, 4, 5)
+    gram = gram_matrix(feats)
+    b, c, h, w = feats.shape
+    for n, i, j in itertools.product(range(b), range(c), range(c)):
+        naive = sum(feats[n, i, y, x] * feats[n, j, y, x] for y in range(h) for x in range(w)) / (c * h * w)
+        assert gram[n, i, j].item() == pytest.approx(naive.item(), rel=1e-5, abs=1e-6)
+
+
+def test_total_variation_matches_naive_loop():
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 4, 5)
+    naive = 0.0
+    for n, ch, y, x in itertools.product(range(2), range(3), range(4), range(5)):
+        if y + 1 < 4:
+            naive += ((img[n, ch, y + 1, x] - img[n, ch, y, x]) * 255) ** 2
+        if x + 1 < 5:
+            naive += ((img[n, ch, y, x + 1] - img[n, ch, y, x]) * 255) ** 2
+    assert total_variation(img).item() == pytest.approx(naive.item() / 2, rel=1e-5)
+
+
+def test_perceptual_loss_terms_match_hand_computation():
+    torch.manual_seed(0)
+    config = LossConfig(content_layer="relu1_2", style_layers=("relu1_1", "relu2_1"),
+                        content_weight=2.0, style_weight=3.0, style_layer_weights=(1.0, 0.5), tv_weight=1e-6)
+    vgg = LossNetwork(["relu1_1", "relu1_2", "relu2_1"], weights="random")
+    styles = [torch.rand(1, 3, 24, 20), torch.rand(1, 3, 16, 16)]
+    loss = PerceptualLoss(config, styles, loss_network=vgg)
+    output, content = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    weights = torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    terms = loss(output, weights, content=content)
+
+    out_f, con_f = vgg(output), vgg(content)
+    expected_content = 2.0 * F.mse_loss(out_f["relu1_2"], con_f["relu1_2"])
+    expected_style = 0.0
+    for layer, lw in (("relu1_1", 1.0), ("relu2_1", 0.5)):
+        targets = [gram_matrix(vgg(s)[layer])[0] for s in styles]
+        per_sample = [weights[b, 0] * targets[0] + weights[b, 1] * targets[1] for b in range(2)]
+        expected_style += lw * F.mse_loss(gram_matrix(out_f[layer]), torch.stack(per_sample))
+    assert terms.content.item() == pytest.approx(expected_content.item(), rel=1e-5)
+    assert terms.style.item() == pytest.approx(3.0 * expected_style.item(), rel=1e-5)
+    assert terms.tv.item() == pytest.approx(1e-6 * total_variation(output).item(), rel=1e-5)
+    assert terms.total.item() == pytest.approx((terms.content + terms.style + terms.tv).item())
+
+
+def test_loss_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="style_layer_weights needs one weight per style layer"):
+        LossConfig(style_layer_weights=(1.0,))
+    with pytest.raises(ValueError, match="tv_weight must be non-negative"):
+        LossConfig(tv_weight=-1)

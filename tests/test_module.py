@@ -1,0 +1,123 @@
+"""Training: a real short run on the shared VGG weights, resuming, and adding a style."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DATA, needs_data
+from styletrain.checkpoint import load_transformer, read_checkpoint
+from styletrain.data import PhotoDataModule, PhotoDataset
+from styletrain.errors import UserError
+from styletrain.module import StyleTransferModule
+from styletrain.train import TrainerOptions, fit
+
+FAST = dict(style_size=32, width=4, num_residuals=1)
+
+
+def quick(max_steps: int, **kw) -> TrainerOptions:
+    return TrainerOptions(max_steps=max_steps, accelerator="cpu", val_every=max_steps, checkpoint_every=max_steps,
+                          progress=False, **kw)
+
+
+def write_images(folder: Path, count: int, size: int = 48, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(base).resize((size, size), Image.Resampling.BILINEAR)
+        paths.append(folder / f"img{i}.png")
+        image.save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    write_images(tmp_path / "photos", 6)
+    return tmp_path / "photos"
+
+
+@needs_data
+def test_real_vgg_training_run_lowers_the_loss(tmp_path, vgg_weights):
+    content = tmp_path / "content"
+    content.mkdir()
+    for src in sorted((DATA / "train").glob("*.jpg"))[:10]:
+        (content / src.name).symlink_to(src)
+    module = StyleTransferModule([str(DATA / "styles" / "mosaic.jpg")], style_size=128, width=8,
+                                 num_residuals=2, vgg_weights=str(vgg_weights))
+    data = PhotoDataModule(str(content), image_size=64, batch_size=4, num_workers=0, val_count=2)
+    val = PhotoDataset(data.val_files, 64, train=False)
+    batch = torch.stack([val[0], val[1]])
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            out = module.net.train()(batch)
+            return module.perceptual_loss(out, torch.ones(2, 1), content=batch).total.item()
+
+    before = loss_now()
+    fit(module, data, tmp_path / "run", quick(30))
+    after = loss_now()
+    assert after < 0.5 * before, (before, after)
+    meta = read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]
+    assert meta["style_names"] == ["mosaic"] and meta["global_step"] == 30
+    assert meta["data"]["image_size"] == 64 and meta["loss"]["content_layer"] == "relu3_3"
+
+
+def test_resumes_from_last_checkpoint(tmp_path, photos):
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    last = fit(make(), data(), tmp_path / "run", quick(3))
+    assert read_checkpoint(last)["styletrain"]["global_step"] == 3
+    fit(make(), data(), tmp_path / "run", quick(5))
+    assert read_checkpoint(last)["styletrain"]["global_step"] == 5
+    assert (tmp_path / "run" / "samples").is_dir()
+
+
+def test_multi_style_batches_sample_one_hot_styles(tmp_path):
+    styles = write_images(tmp_path / "styles", 3, seed=2)
+    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    assert module.net.conditional and module.style_names == ["img0", "img1", "img2"]
+    torch.manual_seed(0)
+    net_w, loss_w = module._style_choice(64, "train")
+    assert torch.equal(net_w, loss_w) and torch.all(net_w.sum(1) == 1)
+    assert set(net_w.argmax(1).tolist()) == {0, 1, 2}
+
+
+def test_adding_a_style_keeps_old_styles_bit_identical(tmp_path, photos):
+    styles = write_images(tmp_path / "styles", 3, seed=3)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    base = fit(StyleTransferModule([str(p) for p in styles[:2]], vgg_weights="random", **FAST), data(),
+               tmp_path / "base", quick(2))
+    extended = fit(StyleTransferModule([str(styles[2])], base_checkpoint=str(base), vgg_weights="random", **FAST),
+                   data(), tmp_path / "extended", quick(4))
+    old, _ = load_transformer(base)
+    new, meta = load_transformer(extended)
+    assert meta["style_names"] == ["img0", "img1", "img2"] and new.num_styles == 3
+    x = torch.rand(1, 3, 40, 36)
+    for k in range(2):
+        w_old, w_new = torch.eye(2)[k:k + 1], torch.eye(3)[k:k + 1]
+        assert torch.equal(old(x, w_old), new(x, w_new)), f"style {k} changed"
+    new_state, old_state = new.state_dict(), old.state_dict()
+    for name, value in old_state.items():
+        if name.endswith(("scale", "shift")):
+            assert torch.equal(new_state[name][:2], value)
+            assert not torch.equal(new_state[name][2], value.mean(0)), "new style row did not train"
+        else:
+            assert torch.equal(new_state[name], value), name
+
+
+def test_base_must_be_multi_style(tmp_path, single_ckpt):
+    style = write_images(tmp_path / "styles", 1)[0]
+    with pytest.raises(UserError, match="single-style net"):
+        StyleTransferModule([str(style)], base_checkpoint=str(single_ckpt), vgg_weights="random")
+
+
+def test_duplicate_style_names_are_rejected(tmp_path):
+    a = write_images(tmp_path / "a", 1)[0]
+    b = write_images(tmp_path / "b", 1)[0]
+    with pytest.raises(UserError, match="unique"):
+        StyleTransferModule([str(a), str(b)], vgg_weights="random")
