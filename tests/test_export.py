@@ -96,7 +96,7 @@ def test_per_row_weights_in_one_batch(onnx_models: dict[str, Path]) -> None:
 def test_refuses_models_with_external_data(onnx_models: dict[str, Path], tmp_path: Path) -> None:
     model = onnx.load(onnx_models["multi"])
     onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True,
-                    all_tensors_to_external_data=True, location="ext.data", size_threshold=0)
+                    location="ext.data", size_threshold=0)
     assert (tmp_path / "ext.data").is_file()
     with pytest.raises(UserError, match="references external data"):
         OnnxStylizer(tmp_path / "ext.onnx")

@@ -20,6 +20,13 @@ from styletrain.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a fast style-transfer net (one style: IN; several: CIN)"),
     "stylize": ("stylize", "stylize an image with a checkpoint or an exported .onnx model"),
+    "gatys": ("gatys", "style transfer by optimising pixels (Gatys et al.), the reference for fast nets"),
+    "texture": ("texture", "synthesise a texture of any size from an example by Gram matching"),
+    "deepdream": ("deepdream", "amplify what a VGG layer or channel sees in a photo"),
+    "invert": ("invert", "reconstruct a photo from its VGG features at one or more layers"),
+    "visualize": ("visualize", "show what VGG channels respond to: ascent images, filters, top patches"),
+    "attribute": ("attribute", "which pixels drive a VGG channel, a classifier class or a fast net's output"),
+    "evaluate": ("evaluate", "score a trained net against the Gatys optimum under its own loss settings"),
     "export": ("export", "export a checkpoint to one self-contained, parity-checked .onnx file"),
     "serve": ("serve", "serve exported .onnx models over gRPC (onnxruntime)"),
     "client": ("client", "talk to a styletrain gRPC server: list styles, stylize an image"),

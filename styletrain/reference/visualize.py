@@ -5,7 +5,7 @@ first-layer filters, and the photo patches that excite a channel most.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,32 +84,38 @@ class Patch:
 
 
 @torch.no_grad()
-def top_patches(network: LossNetwork, layer: str, channel: int, photos: Iterable[tuple[str, Tensor]],
-                *, top: int = 16) -> list[Patch]:
-    """The ``top`` photos' patches (one per photo, its strongest unit) that excite ``channel`` most.
+def top_patches(network: LossNetwork, layer: str, channels: Sequence[int], photos: Iterable[tuple[str, Tensor]],
+                *, top: int = 16) -> list[list[Patch]]:
+    """Per channel, the ``top`` patches (one per photo, at its strongest unit) that excite it most.
 
-    A patch is the unit's receptive field, clipped to the photo and padded with grey to full size.
+    One pass over the photos serves every channel. A patch is the unit's receptive field, clipped to
+    the photo and padded with grey to full size.
     """
-    check_layer(network, layer, channel)
+    for channel in channels:
+        check_layer(network, layer, channel)
     if top < 1:
         raise UserError(f"top must be at least 1; got {top}")
     field, stride = receptive_field(layer, network.arch)
     device = network.mean.device
-    found: list[Patch] = []
+    found: list[list[Patch]] = [[] for _ in channels]
     for source, photo in photos:
-        act = network(photo.to(device), [layer])[layer][0, channel]
-        score, flat = act.flatten().max(0)
-        y, x = divmod(int(flat), act.shape[1])
-        # unit (y, x) sees input pixels centred on (y * stride + (stride - 1) / 2), `field` wide
-        cy, cx = y * stride + (stride - 1) // 2, x * stride + (stride - 1) // 2
-        top_left = (cx - field // 2, cy - field // 2)
-        box = (max(0, top_left[0]), max(0, top_left[1]),
-               min(photo.shape[-1], top_left[0] + field), min(photo.shape[-2], top_left[1] + field))
-        crop = torch.full((1, 3, field, field), 0.5)
-        crop[..., box[1] - top_left[1]: box[3] - top_left[1], box[0] - top_left[0]: box[2] - top_left[0]] = (
-            photo[..., box[1]:box[3], box[0]:box[2]].cpu())
-        found.append(Patch(source, float(score), box, crop))
-        found = sorted(found, key=lambda p: -p.score)[:top]
-    if not found:
+        act = network(photo.to(device), [layer])[layer][0]
+        for k, channel in enumerate(channels):
+            score, flat = act[channel].flatten().max(0)
+            y, x = divmod(int(flat), act.shape[-1])
+            found[k].append(Patch(source, float(score), *_crop(photo, y, x, field, stride)))
+            found[k] = sorted(found[k], key=lambda p: -p.score)[:top]
+    if not found or not found[0]:
         raise UserError("no photos to score")
     return found
+
+
+def _crop(photo: Tensor, y: int, x: int, field: int, stride: int) -> tuple[tuple[int, int, int, int], Tensor]:
+    """The receptive field of unit (y, x) in ``photo``: its box, and the crop padded with grey."""
+    # unit (y, x) sees the pixels centred on (y * stride + (stride - 1) / 2), ``field`` wide
+    left = x * stride + (stride - 1) // 2 - field // 2
+    top = y * stride + (stride - 1) // 2 - field // 2
+    box = (max(0, left), max(0, top), min(photo.shape[-1], left + field), min(photo.shape[-2], top + field))
+    crop = torch.full((1, 3, field, field), 0.5)
+    crop[..., box[1] - top: box[3] - top, box[0] - left: box[2] - left] = photo[..., box[1]:box[3], box[0]:box[2]].cpu()
+    return box, crop

@@ -1,0 +1,88 @@
+"""Options and helpers shared by the reference and diagnostics commands (gatys, texture, ...)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from styletrain.errors import UserError
+
+
+def add_common(p: argparse.ArgumentParser, *, output_help: str = "output image (.png/.jpg/.webp)") -> None:
+    p.add_argument("--output", required=True, metavar="IMG", help=output_help)
+    p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: $STYLETRAIN_VGG_WEIGHTS, "
+                   "else torchvision's ImageNet weights)")
+    p.add_argument("--seed", type=int, default=0, help="seed for noise and jitter (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def positive(kind: type = int):
+    """argparse type: a number greater than 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def non_negative(kind: type = float):
+    """argparse type: a number of at least 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+        return value
+
+    return parse
+
+
+def floats(text: str) -> list[float]:
+    """argparse type: comma-separated numbers."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def ints(text: str) -> list[int]:
+    """argparse type: comma-separated integers."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def load_image(path: str | Path, size: int | None):
+    """An input image as a (1, 3, H, W) tensor, its longer side shrunk to ``size``."""
+    from styletrain.images import load_tensor
+    from styletrain.reference.gatys import MIN_SIDE
+
+    image = load_tensor(path, max_side=size)
+    if min(image.shape[-2:]) < MIN_SIDE:
+        raise UserError(f"{path} is {image.shape[-1]}x{image.shape[-2]} at --size {size}; "
+                        f"each side must be at least {MIN_SIDE} px")
+    return image
+
+
+def save(image, path: str | Path) -> None:
+    from styletrain.images import save_image
+
+    save_image(image, path)
+    print(f"wrote {path}")
+
+
+def loss_network(layers, weights):
+    """The shared VGG loss network with the given layers."""
+    from styletrain.vgg import LossNetwork
+
+    return LossNetwork(layers, weights=weights)

@@ -1,0 +1,50 @@
+"""``styletrain evaluate``: score a trained net against the Gatys optimum under its own loss settings."""
+
+from __future__ import annotations
+
+import argparse
+
+from styletrain.cli._reference import non_negative, positive
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="styletrain checkpoint (.ckpt)")
+    p.add_argument("--content-dir", required=True, metavar="DIR", help="folder of photos to score")
+    p.add_argument("--style", action="append", metavar="NAME", help="style to score (repeat; default: all)")
+    p.add_argument("--style-dir", metavar="DIR",
+                   help="where the style images NAME.jpg are, if not at the paths the checkpoint records")
+    p.add_argument("--steps", type=non_negative(int), default=100, help="L-BFGS steps for Gatys (default 100)")
+    p.add_argument("--size", type=positive(), default=256, help="longer side of the photos (default 256)")
+    p.add_argument("--limit", type=positive(), help="score at most this many photos (sorted by name)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--grid", metavar="IMG", help="write photo | fast | Gatys for each row")
+    p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: the checkpoint's if it "
+                   "exists, else $STYLETRAIN_VGG_WEIGHTS, else torchvision's)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from styletrain.images import check_output_path
+    from styletrain.reference.evaluate import evaluate, format_table, grid, image_files
+
+    if args.grid:
+        check_output_path(args.grid)
+    photos = image_files(args.content_dir)[: args.limit]
+    rows = evaluate(args.checkpoint, photos, styles=args.style, steps=args.steps, size=args.size,
+                    style_dir=args.style_dir, weights=args.vgg_weights, device=args.device,
+                    progress=not args.no_progress)
+    print(format_table(rows))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"checkpoint": str(args.checkpoint), "steps": args.steps, "size": args.size}
+        path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=2) + "\n")
+        print(f"wrote {path}")
+    if args.grid:
+        grid(rows).save(args.grid)
+        print(f"wrote {args.grid}")
+    return 0

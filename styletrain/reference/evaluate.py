@@ -1,0 +1,177 @@
+"""The yardstick for trained styles: a fast net's perceptual loss against the Gatys optimum's.
+
+For each photo and style, the fast net's output and a Gatys optimisation from the photo (L-BFGS)
+are scored with the checkpoint's own loss settings (layers, weights, style images and scale); the
+ratio fast / Gatys says how close the net comes to the optimisation it approximates (1 = as good;
+with few L-BFGS steps the "optimum" is loose, so compare ratios at equal ``steps`` and ``size``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from styletrain.checkpoint import load_transformer
+from styletrain.errors import UserError
+from styletrain.images import load_tensor, open_image, resize_side, to_pil, to_tensor
+from styletrain.losses import LossConfig, PerceptualLoss
+from styletrain.reference import objectives
+from styletrain.reference.optimize import optimize
+from styletrain.styles import style_name
+from styletrain.vgg import WeightsSpec
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+@dataclass
+class EvalRow:
+    """Losses (content, style, tv, total) of the fast net and of Gatys for one photo and style."""
+
+    photo: str
+    style: str
+    fast: dict[str, float]
+    gatys: dict[str, float]
+    ratio: float
+    """fast total / Gatys total: 1 means the net matches the optimisation."""
+    gatys_seconds: float
+    images: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    """content, fast and gatys images (1, 3, H, W), for the grid."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"photo": self.photo, "style": self.style, "fast": self.fast, "gatys": self.gatys,
+                "ratio": self.ratio, "gatys_seconds": self.gatys_seconds}
+
+
+def loss_config(meta: dict[str, Any]) -> LossConfig:
+    """The checkpoint's loss settings (lists back to tuples); defaults if it has none."""
+    if not meta.get("loss"):
+        log.warning("checkpoint has no loss settings; scoring with the defaults %s", LossConfig())
+        return LossConfig()
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["loss"].items()}
+    return LossConfig(**settings)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The JPEG/PNG/WebP files of a folder, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
+    return files
+
+
+def style_paths(meta: dict[str, Any], names: Sequence[str], style_dir: str | Path | None = None) -> dict[str, Path]:
+    """Where each style's image is: NAME.jpg/png/... in ``style_dir`` if given, else the training path."""
+    recorded = {style_name(p): Path(p) for p in meta.get("style_images") or []}
+    found: dict[str, Path] = {}
+    for name in names:
+        candidates = [Path(style_dir) / f"{name}{suffix}" for suffix in IMAGE_SUFFIXES] if style_dir else []
+        candidates += [recorded[name]] if name in recorded else []
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            where = f" (the checkpoint says {recorded[name]})" if name in recorded else ""
+            raise UserError(f"style image for {name!r} not found{where}; pass --style-dir DIR holding "
+                            f"{name}.jpg (or .png/.webp)")
+        found[name] = path
+    return found
+
+
+def evaluate(
+    checkpoint: str | Path,
+    photos: Sequence[str | Path],
+    *,
+    styles: Sequence[str] | None = None,
+    steps: int = 100,
+    size: int = 256,
+    style_dir: str | Path | None = None,
+    weights: WeightsSpec = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> list[EvalRow]:
+    """Score the checkpoint's fast net against Gatys (L-BFGS from the photo, ``steps`` iterations)
+    on each photo (longer side at most ``size``) and style (default: all of the checkpoint's)."""
+    net, meta = load_transformer(checkpoint)
+    names = list(meta["style_names"])
+    chosen = list(styles) if styles else names
+    unknown = [s for s in chosen if s not in names]
+    if unknown:
+        raise UserError(f"unknown style(s) {unknown}; the checkpoint holds {names}")
+    if not photos:
+        raise UserError("give at least one photo")
+    config = loss_config(meta)
+    if weights is None and meta.get("vgg_weights") and Path(meta["vgg_weights"]).is_file():
+        weights = meta["vgg_weights"]
+    style_size = meta.get("style_size", 512)
+    style_images = []
+    for name, path in style_paths(meta, chosen, style_dir).items():
+        image = open_image(path)
+        style_images.append(to_tensor(resize_side(image, style_size) if style_size else image))
+    device = torch.device(device)
+    net.to(device)
+    loss = PerceptualLoss(config, weights=weights).to(device)
+    loss.set_styles(style_images)  # Gram targets computed once, shared by every photo
+    rows = []
+    for photo in photos:
+        content = load_tensor(photo, max_side=size, min_side=16).to(device)
+        content_features = loss.content_features(content)
+        for k, name in enumerate(chosen):
+            loss_w = torch.zeros(1, len(chosen), device=device)
+            loss_w[0, k] = 1.0
+            net_w = torch.zeros(1, len(names), device=device)
+            net_w[0, names.index(name)] = 1.0
+            with torch.no_grad():
+                fast = net(content, net_w if net.conditional else None)
+                fast_losses = loss(fast, loss_w, content_features=content_features).as_floats()
+            start = time.perf_counter()
+            result = optimize(content, objectives.style_transfer(loss, loss_w, content_features), steps=steps,
+                              method="lbfgs", progress=progress, desc=f"gatys {Path(photo).stem}/{name}")
+            seconds = time.perf_counter() - start
+            ratio = fast_losses["total"] / result.losses["total"] if result.losses["total"] > 0 else float("inf")
+            rows.append(EvalRow(str(photo), name, fast_losses, dict(result.losses), ratio, seconds,
+                                {"content": content.cpu(), "fast": fast.cpu(), "gatys": result.image.cpu()}))
+            log.info("%s / %s: fast %.4g, gatys %.4g, ratio %.3f (%.1f s)", Path(photo).name, name,
+                     fast_losses["total"], result.losses["total"], ratio, seconds)
+    return rows
+
+
+def format_table(rows: Sequence[EvalRow]) -> str:
+    """A plain-text table: one line per photo and style."""
+    header = f"{'photo':<24} {'style':<22} {'fast total':>11} {'gatys total':>11} {'ratio':>7} " \
+             f"{'fast content':>12} {'fast style':>11} {'fast tv':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{Path(r.photo).name[:24]:<24} {r.style[:22]:<22} {r.fast['total']:>11.4g} "
+                     f"{r.gatys['total']:>11.4g} {r.ratio:>7.3f} {r.fast['content']:>12.4g} "
+                     f"{r.fast['style']:>11.4g} {r.fast['tv']:>9.3g}")
+    return "\n".join(lines)
+
+
+def grid(rows: Sequence[EvalRow], *, caption_height: int = 14, gap: int = 4) -> Image.Image:
+    """Side-by-side grid: per row the photo, the fast net's output and the Gatys result, captioned."""
+    tiles = [[to_pil(r.images[k]) for k in ("content", "fast", "gatys")] for r in rows]
+    width = max(sum(t.width for t in row) + gap * 2 for row in tiles)
+    height = sum(max(t.height for t in row) + caption_height + gap for row in tiles)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for r, row in zip(rows, tiles):
+        draw.text((2, y + 1), f"{Path(r.photo).stem} / {r.style}: photo | fast {r.fast['total']:.3g} | "
+                              f"gatys {r.gatys['total']:.3g} (ratio {r.ratio:.2f})", fill="black")
+        x = 0
+        for tile in row:
+            sheet.paste(tile, (x, y + caption_height))
+            x += tile.width + gap
+        y += max(t.height for t in row) + caption_height + gap
+    return sheet

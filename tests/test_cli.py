@@ -1,0 +1,103 @@
+"""The ``styletrain train`` and ``stylize`` commands end to end, and their errors."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from styletrain.checkpoint import read_checkpoint
+from styletrain.cli import main
+from test_module import write_images
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (37, 29), (120, 60, 200)).save(path)
+    return path
+
+
+def run_error(capsys, argv) -> str:
+    """Run a command expected to fail on user input; return its one-line error."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_train_then_stylize(tmp_path, photo, capsys):
+    write_images(tmp_path / "photos", 5)
+    style = write_images(tmp_path / "styles", 1, seed=5)[0]
+    out = tmp_path / "run"
+    argv = ["train", "--style", str(style), "--content-dir", str(tmp_path / "photos"), "--out", str(out),
+            "--image-size", "32", "--style-size", "32", "--batch-size", "2", "--max-steps", "2", "--width", "4",
+            "--num-residuals", "1", "--vgg-weights", "random", "--num-workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    assert read_checkpoint(out / "last.ckpt")["styletrain"]["style_names"] == ["img0"]
+    assert main(["stylize", "--checkpoint", str(out / "last.ckpt"), "--input", str(photo),
+                 "--output", str(tmp_path / "out.png")]) == 0
+    assert Image.open(tmp_path / "out.png").size == (37, 29)
+
+
+def test_train_from_yaml_recipe(tmp_path, capsys):
+    write_images(tmp_path / "photos", 5)
+    style = write_images(tmp_path / "styles", 1, seed=5)[0]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"style: {style}\ncontent-dir: {tmp_path / 'photos'}\nout: {tmp_path / 'run'}\n"
+                      "image-size: 32\nstyle-size: 32\nbatch-size: 2\nmax-steps: 1\nwidth: 4\nnum-residuals: 1\n"
+                      "vgg-weights: random\nnum-workers: 0\n")
+    assert main(["train", "--config", str(recipe), "--no-progress"]) == 0
+    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["recipe"] == str(recipe)
+    recipe.write_text("colour: blue\n")
+    assert "unknown option 'colour'" in run_error(capsys, ["train", "--config", str(recipe)])
+
+
+def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):
+    outs = {}
+    for name, extra in {"candy": ["--style", "candy"], "blend": ["--blend", "candy=0.5,udnie=0.5"],
+                        "pure": ["--blend", "candy=1,udnie=0"]}.items():
+        out = tmp_path / f"{name}.png"
+        assert main(["stylize", "--checkpoint", str(multi_ckpt), "--input", str(photo), "--output", str(out), *extra]) == 0
+        outs[name] = list(Image.open(out).getdata())
+    assert outs["pure"] == outs["candy"] and outs["blend"] != outs["candy"]
+
+
+def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(photo.read_bytes()[:100])
+    (tmp_path / "empty").mkdir()
+    stylize = ["stylize", "--checkpoint", str(multi_ckpt), "--output", str(tmp_path / "o.png")]
+    cases = {
+        "not a readable": [*stylize, "--input", str(tmp_path / "notes.txt"), "--style", "candy"],
+        "could not be decoded": [*stylize, "--input", str(corrupt), "--style", "candy"],
+        "unknown style 'picasso'": [*stylize, "--input", str(photo), "--style", "picasso"],
+        "non-negative": [*stylize, "--input", str(photo), "--blend", "candy=-1,udnie=2"],
+        "sum to more than 0": [*stylize, "--input", str(photo), "--blend", "candy=0,udnie=0"],
+        "image not found": [*stylize, "--input", str(tmp_path / "missing.jpg"), "--style", "candy"],
+        "checkpoint not found": ["stylize", "--checkpoint", str(tmp_path / "x.ckpt"), "--input", str(photo),
+                                 "--output", str(tmp_path / "o.png")],
+        "no JPEG/PNG/WEBP images": ["train", "--style", str(photo), "--content-dir", str(tmp_path / "empty"),
+                                    "--out", str(tmp_path / "r"), "--vgg-weights", "random"],
+        "style image not found": ["train", "--style", str(tmp_path / "nope.jpg"), "--content-dir",
+                                  str(tmp_path), "--out", str(tmp_path / "r")],
+        "VGG weights file not found": ["train", "--style", str(photo), "--content-dir", str(tmp_path),
+                                       "--out", str(tmp_path / "r"), "--vgg-weights", str(tmp_path / "v.pth")],
+        "missing --content-dir, --out": ["train", "--style", str(photo)],
+    }
+    (tmp_path / "notes.txt").write_text("hello")
+    for i in range(5):
+        Image.new("RGB", (40, 40)).save(tmp_path / f"p{i}.png")
+    for expected, argv in cases.items():
+        assert expected in run_error(capsys, argv), argv
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    exe = shutil.which("styletrain") or pytest.skip("console script not installed")
+    proc = subprocess.run([exe, "stylize", "--checkpoint", str(tmp_path / "x.ckpt"), "--input", "a.jpg",
+                           "--output", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
+    assert subprocess.run([sys.executable, "-m", "styletrain", "--help"], capture_output=True, timeout=120).returncode == 0

@@ -1,0 +1,47 @@
+"""Style names and blend weights."""
+
+import math
+
+import numpy as np
+import pytest
+
+from styletrain.errors import UserError
+from styletrain.styles import parse_blend, style_name, style_weights
+
+NAMES = ["candy", "mosaic", "udnie"]
+
+
+def test_style_named_after_file_stem():
+    assert style_name("../shared/data/styles/the_scream.jpg") == "the_scream"
+
+
+def test_parse_blend():
+    assert parse_blend("candy=0.7, mosaic=0.3") == {"candy": 0.7, "mosaic": 0.3}
+    for bad in ("candy", "candy=x", "=1", "", "a=1,a=2"):
+        with pytest.raises(UserError):
+            parse_blend(bad)
+
+
+def test_one_style_is_one_hot():
+    np.testing.assert_array_equal(style_weights(NAMES, style="mosaic"), [0, 1, 0])
+    np.testing.assert_array_equal(style_weights(["only"]), [1])
+
+
+def test_blend_is_normalised():
+    np.testing.assert_allclose(style_weights(NAMES, blend={"candy": 3, "udnie": 1}), [0.75, 0, 0.25])
+
+
+@pytest.mark.parametrize("blend", [{"candy": -1.0, "mosaic": 2.0}, {"candy": 0.0}, {"candy": math.inf},
+                                   {"candy": math.nan}])
+def test_bad_weights_are_rejected_with_the_values(blend):
+    with pytest.raises(UserError, match="non-negative and sum to more than 0; got"):
+        style_weights(NAMES, blend=blend)
+
+
+def test_unknown_and_missing_style():
+    with pytest.raises(UserError, match=r"unknown style 'picasso'; available: \['candy'"):
+        style_weights(NAMES, style="picasso")
+    with pytest.raises(UserError, match=r"unknown style\(s\) \['picasso'\] in blend"):
+        style_weights(NAMES, blend={"picasso": 1.0})
+    with pytest.raises(UserError, match="holds 3 styles; choose one"):
+        style_weights(NAMES)
