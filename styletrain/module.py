@@ -47,6 +47,7 @@ class StyleTransferModule(L.LightningModule):
         vgg_arch: str = "vgg16",
         vgg_weights: str | None = None,
         channels_last: bool = False,
+        compile: bool = False,
         base_checkpoint: str | None = None,
         recipe: str | None = None,
     ) -> None:
@@ -72,6 +73,8 @@ class StyleTransferModule(L.LightningModule):
         self._loss: PerceptualLoss | None = None
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay the same
 
     @staticmethod
     def _extend(base: str, extra: int) -> tuple[TransformerNet, dict[str, Any]]:
@@ -114,7 +117,10 @@ class StyleTransferModule(L.LightningModule):
         for path in hp.style_images:
             image = open_image(path)
             styles.append(to_tensor(resize_side(image, hp.style_size) if hp.style_size else image))
-        return PerceptualLoss(self.loss_config, styles, weights=hp.vgg_weights)
+        loss = PerceptualLoss(self.loss_config, styles, weights=hp.vgg_weights)
+        if hp.compile:
+            loss.vgg.compile()
+        return loss
 
     @property
     def perceptual_loss(self) -> PerceptualLoss:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.client import StyleClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,27 +29,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import grpc
+
     from serving.client import StyleClient
+    from styletrain.errors import UserError
 
-    with StyleClient(args.server, timeout=args.timeout) as client:
-        if args.action == "styles":
-            for model in client.list_styles():
-                print(f"{model.name}: {', '.join(model.styles)}")
-            return 0
-        return _stylize(client, args)
+    try:
+        with StyleClient(args.server, timeout=args.timeout) as client:
+            if args.action == "styles":
+                for model in client.list_styles():
+                    print(f"{model.name}: {', '.join(model.styles)}")
+                return 0
+            return _stylize(client, args)
+    except grpc.RpcError as exc:
+        hint = " (is `styletrain serve` running there?)" if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+        raise UserError(f"{args.server}: {exc.code().name}: {exc.details()}{hint}") from None
 
 
-def _stylize(client: object, args: argparse.Namespace) -> int:
+def _stylize(client: StyleClient, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from styletrain.errors import UserError
     from styletrain.images import check_output_path
     from styletrain.styles import parse_blend
 
     output = check_output_path(args.output)
     source = Path(args.input)
     if not source.is_file():
-        from styletrain.errors import UserError
-
         raise UserError(f"image not found: {source}")
     result = client.stylize(source.read_bytes(), style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None, model=args.model,

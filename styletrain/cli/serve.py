@@ -23,7 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from serving.server import ServerConfig, serve
+
+    # The server logs under "serving": show it the way the CLI shows "styletrain" logs.
+    ours, server_log = logging.getLogger("styletrain"), logging.getLogger("serving")
+    for handler in ours.handlers:
+        server_log.addHandler(handler)
+    server_log.setLevel(ours.level)
 
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 1024 * 1024,

@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs, 32-true on CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for GPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the net and the loss network "
+                   "(minutes of compilation first; see benchmarks/RESULTS.md for when it pays)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.ckpt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         style_weight=args.style_weight, tv_weight=args.tv_weight, content_layer=args.content_layer,
         style_layers=[s.strip() for s in args.style_layers.split(",")], vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
-        channels_last=gpu if args.channels_last is None else args.channels_last,
+        channels_last=gpu if args.channels_last is None else args.channels_last, compile=args.compile,
         base_checkpoint=args.base, recipe=str(args.config) if args.config else None,
     )
     data = PhotoDataModule(args.content_dir, image_size=args.image_size, batch_size=args.batch_size,

@@ -1,0 +1,1 @@
+"""gRPC serving of exported style-transfer models: ``serving.server`` (the server), ``serving.client``."""

@@ -1,0 +1,72 @@
+"""A small client for the style-transfer server, used by ``styletrain client`` and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from styletrain.v1 import styletrain_pb2 as pb
+from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+FORMATS = {"jpg": pb.IMAGE_FORMAT_JPEG, "jpeg": pb.IMAGE_FORMAT_JPEG, "png": pb.IMAGE_FORMAT_PNG,
+           "webp": pb.IMAGE_FORMAT_WEBP}
+
+
+def make_request(image: bytes, *, style: str | None = None, blend: Mapping[str, float] | None = None,
+                 model: str | None = None, output_format: str | None = None, quality: int | None = None,
+                 max_side: int | None = None) -> pb.StylizeRequest:
+    """A ``StylizeRequest``; ``output_format`` is ``"jpeg"``, ``"png"`` or ``"webp"`` (None: JPEG)."""
+    if output_format is not None and output_format.lower() not in FORMATS:
+        raise ValueError(f"output format must be one of {sorted(FORMATS)}; got {output_format!r}")
+    options = pb.OutputOptions(format=FORMATS[output_format.lower()] if output_format else 0,
+                               quality=quality or 0, max_side=max_side or 0)
+    return pb.StylizeRequest(image=image, style=style or "", blend=dict(blend or {}), model=model or "",
+                             options=options)
+
+
+class StyleClient:
+    """A channel to one server. ``timeout`` (seconds) is the default deadline of every call."""
+
+    def __init__(self, address: str, *, timeout: float | None = 60.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.address, self.timeout = address, timeout
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self.stub = pb_grpc.StyleTransferStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def list_styles(self, *, timeout: float | None = None) -> list[pb.Model]:
+        """The server's models (``.name``, ``.styles``, ``.providers``)."""
+        return list(self.stub.ListStyles(pb.ListStylesRequest(), timeout=timeout or self.timeout).models)
+
+    def stylize(self, image: bytes, *, timeout: float | None = None, **request: object) -> pb.StylizeResponse:
+        """Stylize encoded image bytes; keyword arguments as in ``make_request``."""
+        return self.stub.Stylize(make_request(image, **request), timeout=timeout or self.timeout)
+
+    def stream(self, frames: Iterable[tuple[int, pb.StylizeRequest]], *,
+               timeout: float | None = None) -> Iterator[pb.StylizedFrame]:
+        """Stylize (frame id, request) pairs; yields one ``StylizedFrame`` per frame, in order."""
+        requests = (pb.StylizeFrame(frame_id=frame_id, request=request) for frame_id, request in frames)
+        return self.stub.StylizeStream(requests, timeout=timeout or self.timeout)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's health status name, e.g. ``"SERVING"``."""
+        response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                          timeout=timeout or self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> StyleClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
