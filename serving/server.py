@@ -158,10 +158,10 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
                 log.error("model %s produced non-finite values", selection.name)
                 raise _Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
             result = array_to_image(output)
+            encoded = io.BytesIO()
+            result.save(encoded, format=format_name, quality=quality)
         finally:
             self._slots.release()
-        encoded = io.BytesIO()
-        result.save(encoded, format=format_name, quality=quality)
         total_ms = (time.perf_counter() - start) * 1000
         log.debug("stylized %dx%d with %s in %.1f ms", result.width, result.height, selection.name, total_ms)
         return pb.StylizeResponse(image=encoded.getvalue(), width=result.width, height=result.height,
@@ -187,6 +187,15 @@ def _terminate_on_end(context: grpc.ServicerContext) -> ort.RunOptions:
     return run_options
 
 
+def _warm_up_codecs() -> None:
+    """Encode and decode a small image in every format: Pillow loads its plugins on first use."""
+    image = array_to_image(np.full((1, 3, 32, 32), 0.5, dtype=np.float32))
+    for format_name in sorted(set(FORMATS.values())):
+        buffer = io.BytesIO()
+        image.save(buffer, format=format_name)
+        open_image(buffer.getvalue())
+
+
 def _check_deadline(context: grpc.ServicerContext) -> None:
     """Do not start work the client can no longer receive."""
     remaining = context.time_remaining()
@@ -199,25 +208,37 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
 class StyleServer:
     """A created (not yet started) server: ``start`` warms up then reports SERVING; ``stop`` drains."""
 
-    def __init__(self, server: grpc.Server, registry: ModelRegistry, health_servicer: health.HealthServicer,
-                 config: ServerConfig) -> None:
+    def __init__(self, server: grpc.Server, executor: futures.ThreadPoolExecutor, registry: ModelRegistry,
+                 health_servicer: health.HealthServicer, config: ServerConfig) -> None:
         self.server, self.registry, self.health, self.config = server, registry, health_servicer, config
+        self._executor = executor
         self._stopped = threading.Event()
 
     def start(self) -> None:
         """Start answering (health NOT_SERVING), warm every model up, then report SERVING."""
         self.server.start()
         self.registry.warm_up()
+        _warm_up_codecs()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = None) -> threading.Event:
-        """Report NOT_SERVING, refuse new calls, give in-flight ones ``grace`` seconds; returns the done event."""
+        """Report NOT_SERVING, refuse new calls, give in-flight ones ``grace`` seconds (default
+        ``config.grace``); returns an event set once every call and worker thread has ended."""
+        grace = self.config.grace if grace is None else grace
         if not self._stopped.is_set():
             self._stopped.set()
             self.health.enter_graceful_shutdown()
-            log.info("shutting down: finishing in-flight calls (grace %.1f s)", self.config.grace)
-        return self.server.stop(self.config.grace if grace is None else grace)
+            log.info("shutting down: finishing in-flight calls (grace %.1f s)", grace)
+        stopped, closed = self.server.stop(grace), threading.Event()
+
+        def close() -> None:
+            stopped.wait()
+            self._executor.shutdown(wait=True)
+            closed.set()
+
+        threading.Thread(target=close, name="styletrain-shutdown", daemon=True).start()
+        return closed
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self.server.wait_for_termination(timeout)
@@ -233,8 +254,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
                                          memory_arena=config.memory_arena)
     # Enough threads that health checks and rejections never wait behind inference and streams.
     workers = config.max_concurrent + config.max_streams + 4
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc"),
-                         options=config.channel_options(), maximum_concurrent_rpcs=16 * workers)
+    executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
+    server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers)
     pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(registry, config), server)
     health_servicer = health.HealthServicer()
     for service in ("", SERVICE_NAME):
@@ -248,7 +269,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
         raise UserError(f"cannot listen on {address}: {exc}") from None
     if port == 0:
         raise UserError(f"cannot listen on {address}: is the port in use?")
-    return StyleServer(server, registry, health_servicer, config), port
+    return StyleServer(server, executor, registry, health_servicer, config), port
 
 
 def serve(address: str = "[::]:50051", config: ServerConfig | None = None) -> None:

@@ -7,6 +7,9 @@ training only their new scale/shift rows, every convolution and old row frozen (
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +74,8 @@ class StyleTransferModule(L.LightningModule):
         # indices (in the net) of the styles this run trains, in the order of ``style_images``
         self.trained = list(range(len(self.style_names) - len(new_names), len(self.style_names)))
         self._loss: PerceptualLoss | None = None
+        self._seconds_before = 0.0  # training time of earlier runs of a resumed job
+        self._run_start: float | None = None
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -192,6 +197,25 @@ class StyleTransferModule(L.LightningModule):
             "global_step": int(self.global_step),
         }
 
+    def on_train_start(self) -> None:
+        self._run_start = time.monotonic()
+
+    def train_seconds(self) -> float:
+        """Wall-clock training time so far, summed over resumed runs."""
+        current = time.monotonic() - self._run_start if self._run_start is not None else 0.0
+        return self._seconds_before + current
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["styletrain"] = self.metadata()
+        checkpoint["styletrain"] = self.metadata() | {"train_seconds": round(self.train_seconds(), 1),
+                                                      "hardware": hardware()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._seconds_before = float(checkpoint.get("styletrain", {}).get("train_seconds", 0.0))
+
+
+def hardware() -> str:
+    """The device that trains, for the checkpoint's record."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name()}"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 

@@ -23,8 +23,8 @@ from styletrain.vgg import LossNetwork, WeightsSpec
 
 log = logging.getLogger(__name__)
 
-MIN_SIDE = 32
-"""Smallest side optimised at: below it relu4_3 is smaller than 4x4 and its Gram matrix is noise."""
+MIN_SIDE = 16
+"""Smallest side optimised at: below it relu4_3 (after three poolings) is smaller than 2x2."""
 
 
 def perceptual_loss(config: LossConfig = LossConfig(), *, weights: WeightsSpec = None,

@@ -1,0 +1,65 @@
+"""``evaluate``: fast net vs Gatys under the checkpoint's own loss settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_checkpoint
+from reference_support import CONTENT, STYLES, needs_images, needs_vgg, one_thread, weights_path  # noqa: F401
+from styletrain.checkpoint import load_transformer, save_transformer
+from styletrain.errors import UserError
+from styletrain.losses import LossConfig
+from styletrain.reference.evaluate import evaluate, format_table, grid, style_paths
+
+pytestmark = [needs_vgg, needs_images]
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A tiny two-style net with the metadata training writes: loss settings, style paths and size."""
+    net, meta = load_transformer(make_checkpoint(tmp_path / "tiny.ckpt", ["mosaic", "udnie"]))
+    meta |= {"loss": LossConfig().to_dict(), "style_size": 64,
+             "style_images": [str(STYLES / "mosaic.jpg"), str(STYLES / "udnie.jpg")]}
+    return net, meta
+
+
+def test_rows_hold_both_losses_and_their_ratio(tmp_path, trained) -> None:
+    ckpt = save_transformer(*trained, tmp_path / "net.ckpt")
+    photo = CONTENT / "chicago.jpg"
+    start = evaluate(ckpt, [photo], styles=["udnie"], steps=0, size=32, weights=weights_path())
+    (row,) = evaluate(ckpt, [photo], styles=["udnie"], steps=4, size=32, weights=weights_path())
+    assert (row.photo, row.style) == (str(photo), "udnie")
+    assert set(row.fast) == set(row.gatys) == {"content", "style", "tv", "total"}
+    assert row.ratio == pytest.approx(row.fast["total"] / row.gatys["total"])
+    assert row.gatys["total"] < start[0].gatys["total"]  # L-BFGS improved on the photo itself
+    assert row.fast == start[0].fast
+    assert row.images["fast"].shape == row.images["gatys"].shape == row.images["content"].shape
+    assert "udnie" in format_table([row])
+    sheet = grid([row, row])
+    assert sheet.width >= 3 * 32 and sheet.height >= 2 * row.images["content"].shape[-2]
+
+
+def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:
+    net, meta = trained
+    plain = save_transformer(net, meta, tmp_path / "plain.ckpt")
+    heavy = save_transformer(net, meta | {"loss": LossConfig(style_weight=50.0).to_dict()}, tmp_path / "heavy.ckpt")
+    args = dict(styles=["mosaic"], steps=0, size=32, weights=weights_path())
+    (a,) = evaluate(plain, [CONTENT / "amber.jpg"], **args)
+    (b,) = evaluate(heavy, [CONTENT / "amber.jpg"], **args)
+    assert b.fast["style"] == pytest.approx(10 * a.fast["style"], rel=1e-5)
+    assert b.fast["content"] == pytest.approx(a.fast["content"], rel=1e-5)
+
+
+def test_style_images_are_found_by_name(tmp_path) -> None:
+    net, meta = load_transformer(make_checkpoint(tmp_path / "multi.ckpt", ["candy", "mosaic", "udnie"]))
+    ckpt = save_transformer(net, meta | {"style_size": 64}, tmp_path / "net.ckpt")  # no style paths recorded
+    with pytest.raises(UserError, match="style image for 'candy' not found; pass --style-dir DIR holding candy.jpg"):
+        evaluate(ckpt, [CONTENT / "amber.jpg"], steps=0, size=32, weights=weights_path())
+    rows = evaluate(ckpt, [CONTENT / "amber.jpg"], style_dir=STYLES, steps=0, size=32, weights=weights_path())
+    assert [r.style for r in rows] == ["candy", "mosaic", "udnie"]
+    moved = {"style_images": ["/elsewhere/candy.jpg"]}
+    with pytest.raises(UserError, match="the checkpoint says /elsewhere/candy.jpg"):
+        style_paths(moved, ["candy"])
+    assert style_paths(moved, ["candy"], STYLES) == {"candy": STYLES / "candy.jpg"}
+    with pytest.raises(UserError, match=r"unknown style\(s\) \['starry'\]"):
+        evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["starry"], steps=0, weights=weights_path())

@@ -1,0 +1,67 @@
+"""``styletrain serve`` as a process (SIGTERM drains and exits) and the ``styletrain client`` commands."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from styletrain.cli import main
+
+
+def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "styletrain", "serve", "--models", str(onnx_models["dir"]),
+             "--host", "127.0.0.1", "--port", "0", "--threads", "1", "--grace", "5"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while "serving styletrain.v1.StyleTransfer on" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "server did not start: " + log_path.read_text()
+            time.sleep(0.2)
+        port = log_path.read_text().split("on 127.0.0.1:")[1].split()[0]
+        server = f"127.0.0.1:{port}"
+
+        assert main(["client", "styles", "--server", server]) == 0
+        assert capsys.readouterr().out.splitlines() == ["mosaic: mosaic", "multi: candy, mosaic, udnie"]
+
+        pixels = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "in.jpg")
+        assert main(["client", "stylize", "--server", server, "--input", str(tmp_path / "in.jpg"),
+                     "--output", str(tmp_path / "out.png"), "--blend", "candy=0.7,udnie=0.3"]) == 0
+        assert "model multi" in capsys.readouterr().out
+        assert Image.open(tmp_path / "out.png").size == (56, 40)
+
+        assert main(["client", "stylize", "--server", server, "--input", str(tmp_path / "in.jpg"),
+                     "--output", str(tmp_path / "out.png"), "--style", "nope"]) == 2
+        assert "INVALID_ARGUMENT: no model holds all of ['nope']" in capsys.readouterr().err
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert "received SIGTERM" in log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_client_reports_an_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["client", "styles", "--server", "127.0.0.1:1", "--timeout", "2"]) == 2
+    assert "is `styletrain serve` running there?" in capsys.readouterr().err
+
+
+def test_serve_without_models_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--models", str(tmp_path), "--port", "0"]) == 2
+    assert "no .onnx models in" in capsys.readouterr().err

@@ -1,0 +1,321 @@
+"""The gRPC server end to end: real server on a free port, real clients, tiny exported models."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from PIL import Image
+
+from serving.client import StyleClient, make_request
+from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
+from styletrain.errors import UserError
+from styletrain.export import OnnxStylizer
+from styletrain.images import open_image
+from styletrain.v1 import styletrain_pb2 as pb
+
+Live = Any  # tests/serving/conftest.py's Live: a started server, its port and a client
+
+
+def encode(width: int, height: int, *, seed: int = 0, fmt: str = "PNG") -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose header claims ``width`` x ``height`` (a decompression bomb's header)."""
+    data = encode(16, 16)
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    return data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def slow_down(server: StyleServer, seconds: float, entered: threading.Event | None = None) -> None:
+    """Make every model's inference take ``seconds`` longer (after warm-up), flagging ``entered``."""
+    for stylizer in server.registry.models.values():
+        def slow_run(*args: object, _run: Callable = stylizer.run, **kwargs: object) -> np.ndarray:
+            if entered is not None:
+                entered.set()
+            time.sleep(seconds)
+            return _run(*args, **kwargs)
+        stylizer.run = slow_run  # type: ignore[method-assign]
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lists_models_and_styles(live: Live) -> None:
+    models = {m.name: list(m.styles) for m in live.client.list_styles()}
+    assert models == {"mosaic": ["mosaic"], "multi": ["candy", "mosaic", "udnie"]}
+    assert all("CPUExecutionProvider" in m.providers for m in live.client.list_styles())
+
+
+def test_health_and_reflection(live: Live) -> None:
+    assert live.client.health() == "SERVING"
+    assert live.client.health(SERVICE_NAME) == "SERVING"
+    database = ProtoReflectionDescriptorDatabase(live.client.channel)
+    services = set(database.get_services())
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
+    assert database.FindFileContainingSymbol(SERVICE_NAME).name == "styletrain/v1/styletrain.proto"
+
+
+def test_output_is_the_input_size_and_equals_in_process_onnx(live: Live, onnx_models: dict[str, Path]) -> None:
+    image = encode(53, 37)
+    response = live.client.stylize(image, style="udnie", output_format="png")
+    assert (response.width, response.height, response.model) == (53, 37, "multi")
+    assert response.format == pb.IMAGE_FORMAT_PNG and response.total_ms >= response.inference_ms > 0
+    out = decode(response.image)
+    assert out.shape == (37, 53, 3)
+    expected = OnnxStylizer(onnx_models["multi"])(open_image(image), np.array([0, 0, 1], dtype=np.float32))
+    np.testing.assert_array_equal(out, np.asarray(expected))
+
+
+def test_output_formats_and_max_side(live: Live) -> None:
+    for fmt, magic in (("jpeg", b"\xff\xd8"), ("webp", b"RIFF"), (None, b"\xff\xd8")):
+        response = live.client.stylize(encode(40, 30, fmt="JPEG"), style="candy", output_format=fmt, quality=80)
+        assert response.image.startswith(magic)
+    response = live.client.stylize(encode(80, 40), style="candy", max_side=40, output_format="png")
+    assert (response.width, response.height) == (40, 20) and decode(response.image).shape == (20, 40, 3)
+
+
+def test_blends(live: Live) -> None:
+    image = encode(48, 32, seed=3)
+
+    def run(**choice: object) -> np.ndarray:
+        return decode(live.client.stylize(image, output_format="png", **choice).image).astype(int)
+
+    candy, udnie = run(style="candy"), run(style="udnie")
+    mix = run(blend={"candy": 0.5, "udnie": 0.5})
+    assert np.abs(mix - candy).mean() > 1 and np.abs(mix - udnie).mean() > 1
+    np.testing.assert_array_equal(run(blend={"candy": 1.0, "udnie": 0.0}), candy)
+    np.testing.assert_array_equal(run(blend={"candy": 3.0, "udnie": 3.0}), mix)  # normalised to sum 1
+
+
+def test_model_selection(live: Live) -> None:
+    image = encode(32, 32)
+    assert live.client.stylize(image, style="mosaic").model == "multi"  # the multi-style model is preferred
+    assert live.client.stylize(image, style="mosaic", model="mosaic").model == "mosaic"
+    assert live.client.stylize(image, model="mosaic").model == "mosaic"  # its only style
+    assert live.client.stylize(image).model == "mosaic"  # no choice: the only single-style model
+
+
+def test_stream_of_20_frames_arrives_complete_and_in_order(live: Live) -> None:
+    sizes = [(32 + 3 * i, 48 - i) for i in range(20)]
+    frames = [(1000 + i, make_request(encode(w, h, seed=i), blend={"candy": i, "mosaic": 20 - i},
+                                      output_format="png")) for i, (w, h) in enumerate(sizes)]
+    responses = list(live.client.stream(iter(frames)))
+    assert [r.frame_id for r in responses] == [1000 + i for i in range(20)]
+    for response, (w, h) in zip(responses, sizes):
+        assert response.WhichOneof("result") == "response"
+        assert decode(response.response.image).shape == (h, w, 3)
+
+
+def test_stream_reports_bad_frames_and_goes_on(live: Live) -> None:
+    frames = [(1, make_request(encode(32, 32), style="candy")),
+              (2, make_request(b"not an image", style="candy")),
+              (3, make_request(encode(32, 32), style="nope")),
+              (4, make_request(encode(32, 32), style="udnie"))]
+    responses = list(live.client.stream(iter(frames)))
+    assert [r.frame_id for r in responses] == [1, 2, 3, 4]
+    assert [r.WhichOneof("result") for r in responses] == ["response", "error", "error", "response"]
+    assert responses[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "not a readable" in responses[1].error.message
+    assert "no model holds all of ['nope']" in responses[2].error.message
+
+
+OVERSIZE = object()  # stands for an image one byte over the server's message limit
+
+
+@pytest.mark.parametrize(("request_kwargs", "code", "match"), [
+    ({"image": b"hello", "style": "candy"}, "INVALID_ARGUMENT", "not a readable JPEG/PNG/WEBP"),
+    ({"image": encode(32, 32)[:300], "style": "candy"}, "INVALID_ARGUMENT", "could not be decoded"),
+    ({"image": encode(32, 32, fmt="GIF"), "style": "candy"}, "INVALID_ARGUMENT", "not a readable JPEG/PNG/WEBP"),
+    ({"image": encode(40, 12), "style": "candy"}, "INVALID_ARGUMENT", "both sides must be at least 16 px"),
+    ({"image": encode(300, 256), "style": "candy"}, "INVALID_ARGUMENT", "76800 pixels, above the limit of 65536"),
+    # refused from the header alone: ours (max_pixels), then Pillow's bomb warning made an error
+    ({"image": png_claiming(3000, 3000), "style": "candy"}, "INVALID_ARGUMENT", "9000000 pixels, above the limit"),
+    ({"image": png_claiming(10_000, 10_000), "style": "candy"}, "INVALID_ARGUMENT", "decompression bomb"),
+    ({"style": "nope"}, "INVALID_ARGUMENT", r"no model holds all of \['nope'\]"),
+    ({"style": "nope", "model": "multi"}, "INVALID_ARGUMENT", "unknown style 'nope'"),
+    ({"blend": {"candy": 1.0, "nope": 1.0}}, "INVALID_ARGUMENT", "no model holds all of"),
+    ({"blend": {"candy": 1.0, "nope": 1.0}, "model": "multi"}, "INVALID_ARGUMENT", r"unknown style\(s\) \['nope'\]"),
+    ({"blend": {"candy": -0.5, "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
+    ({"blend": {"candy": float("nan"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
+    ({"blend": {"candy": float("inf"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
+    ({"blend": {"candy": 0.0, "udnie": 0.0}}, "INVALID_ARGUMENT", "sum to more than 0"),
+    ({"style": "candy", "blend": {"candy": 1.0}}, "INVALID_ARGUMENT", "either a style or a blend"),
+    ({"model": "multi"}, "INVALID_ARGUMENT", "this model holds 3 styles; choose one"),
+    ({"model": "nope", "style": "candy"}, "NOT_FOUND", "unknown model 'nope'"),
+    ({"style": "candy", "quality": 101}, "INVALID_ARGUMENT", "quality must be 1-100"),
+    ({"style": "candy", "max_side": 8}, "INVALID_ARGUMENT", "max_side must be at least 16"),
+    ({"image": OVERSIZE, "style": "candy"}, "RESOURCE_EXHAUSTED", "larger than max"),
+])
+def test_bad_requests_get_their_status_code(live: Live, request_kwargs: dict, code: str, match: str) -> None:
+    kwargs = {"image": encode(32, 32), **request_kwargs}
+    if kwargs["image"] is OVERSIZE:
+        kwargs["image"] = b"\0" * (live.server.config.max_message_bytes + 1)
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(**kwargs)
+    assert info.value.code() == getattr(grpc.StatusCode, code)
+    assert re.search(match, info.value.details()), info.value.details()
+    assert live.client.health() == "SERVING"
+
+
+def test_client_message_limit(live: Live) -> None:
+    with StyleClient(live.address, max_message_bytes=1000) as client:
+        assert code_of(lambda: client.stylize(encode(200, 200, fmt="JPEG"), style="candy",
+                                              output_format="png")) in (grpc.StatusCode.RESOURCE_EXHAUSTED,)
+
+
+def test_parallel_clients_succeed_or_are_told_to_back_off(start_server: Callable[..., Live]) -> None:
+    live = start_server(max_concurrent=2)
+    image = encode(96, 64)
+
+    def client_run(seed: int) -> list[grpc.StatusCode]:
+        with StyleClient(live.address, timeout=30) as client:
+            return [code_of(lambda: client.stylize(image, style=("candy", "udnie")[seed % 2])) for _ in range(10)]
+
+    with futures.ThreadPoolExecutor(8) as pool:
+        results = [f.result(timeout=60) for f in [pool.submit(client_run, i) for i in range(8)]]
+    codes = [c for r in results for c in r]
+    assert len(codes) == 80
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert grpc.StatusCode.OK in codes
+    assert live.client.health() == "SERVING"
+
+
+def test_health_answers_while_inference_is_saturated(start_server: Callable[..., Live]) -> None:
+    live = start_server(max_concurrent=2)
+    slow_down(live.server, 1.0)
+    with futures.ThreadPoolExecutor(6) as pool:
+        calls = [pool.submit(code_of, lambda: live.client.stylize(encode(32, 32), style="candy")) for _ in range(6)]
+        time.sleep(0.3)  # two calls are inside inference now, the rest were refused
+        for _ in range(5):
+            assert live.client.health(timeout=1.0) == "SERVING"  # a 1 s deadline: fails if it cannot answer
+            assert len(live.client.list_styles(timeout=1.0)) == 2
+        codes = [c.result(timeout=30) for c in calls]
+    assert codes.count(grpc.StatusCode.OK) == 2
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
+
+
+def test_deadline_exceeded_and_server_carries_on(start_server: Callable[..., Live]) -> None:
+    live = start_server(max_concurrent=1)
+    slow_down(live.server, 0.6)
+    assert code_of(lambda: live.client.stylize(encode(32, 32), style="candy", timeout=0.2)) == \
+        grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.6)  # the slow run ends and frees its slot
+    assert live.client.stylize(encode(32, 32), style="candy").width == 32
+
+
+class _ExpiredContext:
+    """A servicer context whose deadline has passed."""
+
+    def time_remaining(self) -> float:
+        return -0.5
+
+    def is_active(self) -> bool:
+        return True
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return True
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise RuntimeError(code, details)
+
+
+def test_expired_requests_are_not_run(onnx_models: dict[str, Path]) -> None:
+    from serving.models import ModelRegistry
+
+    registry = ModelRegistry.from_folder(onnx_models["dir"])
+    runs = []
+    for stylizer in registry.models.values():
+        stylizer.run = lambda *a, **k: runs.append(1)  # type: ignore[method-assign]
+    servicer = StyleTransferServicer(registry, ServerConfig())
+    request = make_request(encode(32, 32), style="candy")
+    with pytest.raises(RuntimeError, match="deadline passed before the request ran"):
+        servicer.Stylize(request, _ExpiredContext())
+    assert runs == []
+
+
+def test_cancelled_clients_do_not_hurt(start_server: Callable[..., Live]) -> None:
+    live = start_server(max_concurrent=1)
+    entered = threading.Event()
+    slow_down(live.server, 0.5, entered)
+    call = live.client.stub.Stylize.future(make_request(encode(32, 32), style="candy"), timeout=10)
+    assert entered.wait(5)
+    call.cancel()
+    stream = live.client.stream(iter([(1, make_request(encode(32, 32), style="candy"))] * 3))
+    stream.cancel()
+    deadline = time.monotonic() + 5
+    while code_of(lambda: live.client.stylize(encode(32, 32), style="candy")) != grpc.StatusCode.OK:
+        assert time.monotonic() < deadline, "the cancelled call never freed its slot"
+        time.sleep(0.1)
+    assert live.client.health() == "SERVING"
+
+
+def test_non_finite_output_is_an_error(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    for stylizer in live.server.registry.models.values():
+        stylizer.run = lambda images, *a, **k: np.full_like(images, np.nan)  # type: ignore[method-assign]
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(encode(32, 32), style="candy")
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "non-finite" in info.value.details()
+
+
+def test_health_is_not_serving_until_warmed_up(start_server: Callable[..., Live]) -> None:
+    seen = []
+
+    def before_start(server: StyleServer) -> None:
+        seen.append(server.health.Check(health_pb2.HealthCheckRequest(service=""), None).status)
+
+    start_server(before_start=before_start)
+    assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+def test_shutdown_finishes_the_call_in_flight(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    entered = threading.Event()
+    slow_down(live.server, 1.0, entered)
+    call = live.client.stub.Stylize.future(make_request(encode(32, 32), style="candy"), timeout=20)
+    assert entered.wait(5)
+    done = live.server.stop(grace=10)
+    status = live.server.health.Check(health_pb2.HealthCheckRequest(service=""), None).status
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert call.result().width == 32  # the in-flight call completed
+    assert code_of(lambda: live.client.stylize(encode(32, 32), style="candy", timeout=2)) == \
+        grpc.StatusCode.UNAVAILABLE  # new calls are refused
+    assert done.wait(10)
+
+
+def test_no_models_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"no \.onnx models in .*styletrain export"):
+        create_server("127.0.0.1:0", tmp_path)
+    with pytest.raises(UserError, match="models folder not found"):
+        create_server("127.0.0.1:0", tmp_path / "missing")
