@@ -80,9 +80,3 @@ def save(image, path: str | Path) -> None:
     save_image(image, path)
     print(f"wrote {path}")
 
-
-def loss_network(layers, weights):
-    """The shared VGG loss network with the given layers."""
-    from styletrain.vgg import LossNetwork
-
-    return LossNetwork(layers, weights=weights)

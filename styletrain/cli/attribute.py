@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from styletrain.cli._reference import add_common, ints, load_image, non_negative, positive, save
+from styletrain.cli._reference import add_common, floats, ints, load_image, non_negative, positive, save
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     target.add_argument("--layer", default="relu4_3", help="VGG layer whose channel is explained (default relu4_3)")
     target.add_argument("--channel", type=non_negative(int),
                         help="VGG channel (default: the one most active on the input)")
+    target.add_argument("--unit", type=floats, metavar="FY,FX",
+                        help="explain one unit of the channel, at this place as fractions of the map "
+                        "(0.5,0.5: the centre) instead of the channel's mean")
     target.add_argument("--classifier", metavar="NAME", help="torchvision classifier, e.g. resnet18")
     target.add_argument("--classifier-weights", metavar="PATH", help="state dict for --classifier")
     target.add_argument("--class", dest="target_class", metavar="C",
@@ -45,7 +48,9 @@ def _vgg_target(args, image):
     if names.index(cam) > names.index(args.layer):
         raise UserError(f"--cam-layer {cam} lies after the target layer {args.layer}; choose an earlier one")
     network = LossNetwork([args.layer, cam], weights=args.vgg_weights)
-    model = LayerScores(network, args.layer)
+    if args.unit is not None and (len(args.unit) != 2 or not all(0 <= v <= 1 for v in args.unit)):
+        raise UserError(f"--unit needs two fractions FY,FX in [0, 1]; got {args.unit}")
+    model = LayerScores(network, args.layer, tuple(args.unit) if args.unit else None)
     channel = args.channel
     if channel is None:
         import torch

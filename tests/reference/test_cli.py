@@ -37,6 +37,7 @@ def vgg() -> list[str]:
       "--photo-size", "32"], (14 * 2 + 2, 14)),
     (["attribute", "--input", PHOTO, "--size", "32", "--layer", "relu2_2", "--channel", "4"], (32 * 2 + 4, 21)),
     (["attribute", "--input", PHOTO, "--size", "32", "--method", "guided", "--layer", "relu2_2"], (32 * 2 + 4, 21)),
+    (["attribute", "--input", PHOTO, "--size", "32", "--layer", "relu2_2", "--unit", "0.5,0.5"], (32 * 2 + 4, 21)),
     (["attribute", "--input", PHOTO, "--size", "32", "--method", "gradcam", "--layer", "relu3_3",
       "--cam-layer", "relu2_2", "--channel", "0"], (32 * 2 + 4, 21)),
     (["attribute", "--input", PHOTO, "--size", "32", "--method", "occlusion", "--window", "8", "--stride", "8",
@@ -90,6 +91,7 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
     (["invert", "--input", PHOTO, "--layer", "fc7"], "unknown layer(s) ['fc7']"),
     (["attribute", "--input", PHOTO, "--layer", "relu2_2", "--channel", "999"], "target must be in 0..127; got 999"),
     (["attribute", "--input", PHOTO, "--classifier", "resnet18"], "--classifier needs --classifier-weights"),
+    (["attribute", "--input", PHOTO, "--unit", "2,0.5"], "--unit needs two fractions FY,FX in [0, 1]"),
     (["evaluate", "--checkpoint", "missing.ckpt", "--content-dir", str(CONTENT)], "checkpoint not found"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message) -> None:
