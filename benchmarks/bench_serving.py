@@ -70,17 +70,15 @@ def rss_mb() -> float:
 def rss_probe(model: str, arena: str, sizes: int) -> None:
     """Child process: RSS after runs at ``sizes`` different image sizes (prints JSON).
 
-    ``arena``: "off" (no CPU arena, styletrain's default), "on" (onnxruntime's default), or
-    "shrink" (arena on, shrunk after every run via the ``memory.enable_memory_arena_shrinkage`` run option).
+    ``arena``: "off" (no CPU arena), "on" (onnxruntime's default: the arena only grows), or
+    "shrink" (styletrain's default: arena shrunk after every run, ``memory.enable_memory_arena_shrinkage``).
     """
     import onnxruntime as ort
 
     from styletrain.export import OnnxStylizer
 
     stylizer = OnnxStylizer(model, providers=["CPUExecutionProvider"], memory_arena=arena != "off")
-    options = ort.RunOptions()
-    if arena == "shrink":
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    options = ort.RunOptions() if arena == "on" else stylizer.run_options()
     weights = np.full(len(stylizer.style_names), 1 / len(stylizer.style_names), dtype=np.float32)
     rng = np.random.default_rng(0)
     stylizer.run(np.zeros((1, 3, 256, 256), np.float32), weights, run_options=options)

@@ -43,7 +43,7 @@ class ModelRegistry:
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, providers: Sequence[str] | None = None,
-                    threads: int | None = None, memory_arena: bool = False) -> ModelRegistry:
+                    threads: int | None = None) -> ModelRegistry:
         """Load every ``*.onnx`` in ``folder``; raises ``UserError`` if there are none."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -54,7 +54,7 @@ class ModelRegistry:
                             "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
         for path in paths:
-            models[path.stem] = OnnxStylizer(path, providers=providers, threads=threads, memory_arena=memory_arena)
+            models[path.stem] = OnnxStylizer(path, providers=providers, threads=threads)
             log.info("loaded model %s: %s", path.stem, ", ".join(models[path.stem].style_names))
         return cls(models)
 

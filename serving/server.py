@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serving.models import ModelRegistry, UnknownModel
 from styletrain.errors import UserError
-from styletrain.export import array_to_image, image_to_array
+from styletrain.export import OnnxStylizer, array_to_image, image_to_array
 from styletrain.images import open_image, resize_max_side
 from styletrain.v1 import styletrain_pb2 as pb
 from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
@@ -67,8 +67,6 @@ class ServerConfig:
     """Seconds in-flight calls get to finish on shutdown."""
     providers: list[str] | None = None
     """onnxruntime providers (None: CUDA first when available, else CPU)."""
-    memory_arena: bool = False
-    """onnxruntime's CPU arena: slightly faster on fixed sizes, but grows with every new size."""
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -100,7 +98,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
 
     def Stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext) -> pb.StylizeResponse:
         try:
-            return self._stylize(request, context, _terminate_on_end(context))
+            return self._stylize(request, context, _Cancellation(context))
         except _Failure as failure:
             context.abort(failure.code, failure.message)
 
@@ -110,10 +108,10 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"server busy: {self.config.max_streams} streams open; retry later")
         try:
-            run_options = _terminate_on_end(context)
+            cancellation = _Cancellation(context)
             for frame in request_iterator:
                 try:
-                    response = self._stylize(frame.request, context, run_options)
+                    response = self._stylize(frame.request, context, cancellation)
                     yield pb.StylizedFrame(frame_id=frame.frame_id, response=response)
                 except _Failure as failure:
                     if not context.is_active():
@@ -124,7 +122,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             self._streams.release()
 
     def _stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext,
-                 run_options: ort.RunOptions) -> pb.StylizeResponse:
+                 cancellation: _Cancellation) -> pb.StylizeResponse:
         """One image: select, admit, decode, run, encode. Raises ``_Failure``."""
         start = time.perf_counter()
         format_name, quality, max_side = self._output_options(request.options)
@@ -147,7 +145,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             _check_deadline(context)
             run_start = time.perf_counter()
             try:
-                output = selection.stylizer.run(image_to_array(image), selection.weights, run_options=run_options)
+                output = selection.stylizer.run(image_to_array(image), selection.weights,
+                                                run_options=cancellation.options_for(selection.stylizer))
             except Exception as exc:
                 if not context.is_active():
                     raise _Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
@@ -180,11 +179,24 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         return FORMATS[options.format], options.quality or DEFAULT_QUALITY, options.max_side or None
 
 
-def _terminate_on_end(context: grpc.ServicerContext) -> ort.RunOptions:
-    """Run options whose terminate flag is set when the call ends (cancel, deadline, disconnect)."""
-    run_options = ort.RunOptions()
-    context.add_callback(lambda: setattr(run_options, "terminate", True))
-    return run_options
+class _Cancellation:
+    """Stops the call's current onnxruntime run when the call ends (cancel, deadline, disconnect)."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.ended = False
+        self.current: ort.RunOptions | None = None
+        context.add_callback(self._end)
+
+    def _end(self) -> None:
+        self.ended = True
+        if self.current is not None:
+            self.current.terminate = True
+
+    def options_for(self, stylizer: OnnxStylizer) -> ort.RunOptions:
+        """Run options for the next run (the stylizer's, with the terminate flag wired up)."""
+        self.current = stylizer.run_options()
+        self.current.terminate = self.ended
+        return self.current
 
 
 def _warm_up_codecs() -> None:
@@ -250,8 +262,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     config = config or ServerConfig()
     if models_dir is not None:
         config.models_dir = models_dir
-    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,
-                                         memory_arena=config.memory_arena)
+    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads)
     # Enough threads that health checks and rejections never wait behind inference and streams.
     workers = config.max_concurrent + config.max_streams + 4
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")

@@ -254,16 +254,16 @@ def default_providers() -> list[str]:
 class OnnxStylizer:
     """An exported model in one onnxruntime ``InferenceSession``; implements ``Stylizer``.
 
-    ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). With
-    ``memory_arena=False`` (the default) CPU buffers are freed after each run, so memory stays
-    bounded when every request has a different image size; the arena is a few percent faster on
-    fixed sizes. ``run`` is thread-safe (onnxruntime sessions allow concurrent ``run`` calls).
+    ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). The memory
+    arena grows for every new image size unless told to shrink: ``run_options()`` asks it to give
+    back what a run grew, so memory stays bounded over many sizes (measured in
+    ``benchmarks/bench_serving.py --memory``). ``run`` is thread-safe (sessions allow concurrent runs).
     """
 
     min_side = MIN_SIDE
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
-                 *, memory_arena: bool = False) -> None:
+                 *, memory_arena: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -282,17 +282,32 @@ class OnnxStylizer:
         self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
                                             providers=list(providers or default_providers()))
         self.providers: list[str] = self.session.get_providers()
+        self._shrink = ";".join(device for provider, device in (("CPUExecutionProvider", "cpu:0"),
+                                                                ("CUDAExecutionProvider", "gpu:0"))
+                                if memory_arena and provider in self.providers)
         log.debug("loaded %s (%s) on %s", self.path.name, ", ".join(self.style_names), self.providers)
 
+    def run_options(self) -> Any:
+        """Fresh ``onnxruntime.RunOptions`` for one run: arena shrinkage on; set ``.terminate`` to stop it."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        if self._shrink:
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink)
+        return options
+
     def run(self, images: np.ndarray, weights: np.ndarray | None = None, *, run_options: Any = None) -> np.ndarray:
-        """(B, 3, H, W) float32 in [0, 1] -> same shape; ``weights`` (N,) or (B, N), already normalised."""
+        """(B, 3, H, W) float32 in [0, 1] -> same shape; ``weights`` (N,) or (B, N), already normalised.
+
+        ``run_options`` defaults to ``self.run_options()``.
+        """
         feeds = {IMAGE: np.ascontiguousarray(images, dtype=np.float32)}
         if self.conditional:
             if weights is None:
                 raise ValueError(f"{self.path.name} holds {len(self.style_names)} styles: pass weights")
             w = np.asarray(weights, dtype=np.float32).reshape(-1, len(self.style_names))
             feeds[WEIGHTS] = np.ascontiguousarray(np.broadcast_to(w, (images.shape[0], w.shape[1])))
-        return self.session.run([OUTPUT], feeds, run_options)[0]
+        return self.session.run([OUTPUT], feeds, run_options or self.run_options())[0]
 
     def __call__(self, image: Image.Image, weights: np.ndarray, *, run_options: Any = None) -> Image.Image:
         return array_to_image(self.run(image_to_array(image), weights, run_options=run_options))

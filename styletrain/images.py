@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
 
 from styletrain.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the server can decode without it
+    from torch import Tensor
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -79,12 +81,16 @@ def resize_side(image: Image.Image, side: int) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> Tensor:
     """PIL RGB image -> float tensor (1, 3, H, W) in [0, 1]."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def to_pil(tensor: Tensor) -> Image.Image:
     """Tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (values clamped, NaN -> 0)."""
+    import torch
+
     if tensor.ndim == 4:
         tensor = tensor[0]
     array = torch.nan_to_num(tensor.detach().float().cpu(), nan=0.0).clamp(0, 1)
@@ -111,5 +117,5 @@ def save_image(image: Tensor | Image.Image, path: str | Path, *, quality: int = 
     """Write a tensor or PIL image; the format follows the file extension. Creates parent folders."""
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    (to_pil(image) if isinstance(image, Tensor) else image).save(path, quality=quality)
+    (image if isinstance(image, Image.Image) else to_pil(image)).save(path, quality=quality)
     return path

@@ -8,7 +8,6 @@ import torch
 from reference_support import needs_images, needs_vgg, one_thread, photo, weights_path  # noqa: F401
 from styletrain.errors import UserError
 from styletrain.reference.deepdream import deepdream
-from styletrain.reference.param import resize
 from styletrain.vgg import LossNetwork
 
 pytestmark = [needs_vgg, needs_images]

@@ -94,3 +94,16 @@ def test_initial_images() -> None:
     with pytest.raises(UserError, match="init must be one of content, noise, style; got 'zeros'"):
         param.initial_image("zeros", content=content)
     assert param.scaled_size((100, 200), 50) == (25, 50)
+
+
+def test_lbfgs_takes_no_step_regularisers() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="step regularisers need Adam or ascent"):
+        optimize(image, quadratic(image), steps=1, regularisers=[lambda im, step: None])
+
+
+def test_lbfgs_stays_stable_from_a_far_start() -> None:
+    # steep objective: a plain L-BFGS fallback step of -gradient would overshoot by orders of magnitude
+    target = torch.full((1, 3, 8, 8), 0.25)
+    result = optimize(torch.full_like(target, 0.9), lambda im: {"d": 1e6 * (im - target).pow(4).sum()}, steps=20)
+    assert result.losses["d"] < 1e6 * (0.65**4) * 192 * 1e-3
