@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.errors import UserError
     from styletrain.images import check_output_path
     from styletrain.reference import attribution
-    from styletrain.reference.display import gradient_image, hstack, overlay
+    from styletrain.reference.display import draw_box, gradient_image, hstack, overlay
 
     check_output_path(args.output)
     if args.classifier and args.checkpoint:
@@ -133,5 +133,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         attr = attribution.METHODS[args.method](model).attribute(image, target=target)
     picture = gradient_image(attr) if args.method == "guided" else overlay(image, attr)
-    save(hstack([image, picture]), args.output)
+    shown = draw_box(image, model.box) if args.checkpoint else image
+    save(hstack([shown, picture]), args.output)
     return 0

@@ -53,3 +53,16 @@ def hstack(images: Sequence[Tensor], *, gap: int = 4, fill: float = 1.0) -> Tens
 def vstack(images: Sequence[Tensor], *, gap: int = 4, fill: float = 1.0) -> Tensor:
     """Images (1, 3, H_i, W_i) one above the other, left-aligned."""
     return hstack([im.transpose(-1, -2) for im in images], gap=gap, fill=fill).transpose(-1, -2)
+
+
+def draw_box(image: Tensor, box: tuple[int, int, int, int], *, color: tuple[float, float, float] = (1.0, 0.1, 0.1),
+             width: int = 2) -> Tensor:
+    """A copy of ``image`` (1, 3, H, W) with the outline of box (left, top, right, bottom) drawn on it."""
+    out = image.detach().clone()
+    left, top, right, bottom = box
+    paint = torch.tensor(color, dtype=out.dtype).view(1, 3, 1, 1)
+    out[..., top:top + width, left:right] = paint
+    out[..., max(top, bottom - width):bottom, left:right] = paint
+    out[..., top:bottom, left:left + width] = paint
+    out[..., top:bottom, max(left, right - width):right] = paint
+    return out

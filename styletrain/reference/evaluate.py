@@ -58,7 +58,11 @@ def loss_config(meta: dict[str, Any]) -> LossConfig:
         log.warning("checkpoint has no loss settings; scoring with the defaults %s", LossConfig())
         return LossConfig()
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["loss"].items()}
-    return LossConfig(**settings)
+    try:
+        return LossConfig(**settings)
+    except TypeError as exc:
+        raise UserError(f"the checkpoint's loss settings {meta['loss']} do not fit this styletrain "
+                        f"({exc}); upgrade styletrain") from None
 
 
 def image_files(folder: str | Path) -> list[Path]:
