@@ -19,14 +19,13 @@ from styletrain.export import OnnxStylizer
 from styletrain.images import open_image, resize_max_side
 from styletrain.styles import style_weights
 
-TILE = 192  # tile height in the sheets
 LABEL = 16  # label strip height
 
 
-def tile(image: Image.Image, label: str) -> Image.Image:
-    """The image scaled to TILE px high with a caption strip above it."""
-    image = image.resize((round(image.width * TILE / image.height), TILE), Image.Resampling.LANCZOS)
-    out = Image.new("RGB", (image.width, TILE + LABEL), "white")
+def tile(image: Image.Image, label: str, height: int = 160) -> Image.Image:
+    """The image scaled to ``height`` px with a caption strip above it."""
+    image = image.resize((round(image.width * height / image.height), height), Image.Resampling.LANCZOS)
+    out = Image.new("RGB", (image.width, height + LABEL), "white")
     out.paste(image, (0, LABEL))
     ImageDraw.Draw(out).text((3, 2), label[: image.width // 6], fill="black")
     return out
@@ -35,11 +34,12 @@ def tile(image: Image.Image, label: str) -> Image.Image:
 def sheet(rows: list[list[Image.Image]]) -> Image.Image:
     """Tiles laid out in rows, left-aligned, 2 px apart."""
     width = max(sum(t.width + 2 for t in row) for row in rows)
-    out = Image.new("RGB", (width, len(rows) * (TILE + LABEL + 2)), "white")
+    row_height = max(t.height for row in rows for t in row) + 2
+    out = Image.new("RGB", (width, len(rows) * row_height), "white")
     for r, row in enumerate(rows):
         x = 0
         for t in row:
-            out.paste(t, (x, r * (TILE + LABEL + 2)))
+            out.paste(t, (x, r * row_height))
             x += t.width + 2
     return out
 
@@ -70,14 +70,14 @@ def main() -> None:
 
     a, b = args.blend.split(",")
     photo = photos.get("chicago", next(iter(photos.values())))
-    row = [tile(photo, "photo")]
+    row = [tile(photo, "photo", 240)]
     for t in np.linspace(0.0, 1.0, 6):
         weights = style_weights(multi.style_names, blend={a: 1 - t, b: t} if 0 < t < 1 else None,
                                 style=None if 0 < t < 1 else (a if t == 0 else b))
-        row.append(tile(multi(photo, weights), f"{a[:8]} {1 - t:.1f} / {b[:8]} {t:.1f}"))
+        row.append(tile(multi(photo, weights), f"{a[:8]} {1 - t:.1f} / {b[:8]} {t:.1f}", 240))
     mix = args.mix.split(",")
     row.append(tile(multi(photo, style_weights(multi.style_names, blend=dict.fromkeys(mix, 0.25))),
-                    "mix " + "+".join(s[:6] for s in mix)))
+                    "mix " + "+".join(s[:6] for s in mix), 240))
     sheet([row]).save(args.out / "blend.png", optimize=True)
     print(f"wrote {args.out / 'gallery.png'} and {args.out / 'blend.png'}")
 

@@ -8,7 +8,6 @@ coarse-to-fine optimisation over several resolutions for large outputs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -20,8 +19,6 @@ from styletrain.reference import color, objectives
 from styletrain.reference.optimize import Result, optimize
 from styletrain.reference.param import initial_image, noise_image, resize, scaled_size
 from styletrain.vgg import LossNetwork, WeightsSpec
-
-log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 """Smallest side optimised at: below it relu4_3 (after three poolings) is smaller than 2x2."""
@@ -89,7 +86,8 @@ def stylize(
     ``content`` is (1, 3, H, W) in [0, 1] at the output size; style images are any size and are
     resized so their longer side is ``style_size`` or ``style_scale`` times the output's longer side.
     ``steps`` iterations run at each of ``scales`` resolutions (coarse to fine, halving the side).
-    ``loss`` reuses a built ``PerceptualLoss`` (its VGG) instead of loading one.
+    ``loss`` reuses a built ``PerceptualLoss`` (its VGG) instead of loading one; its cached style
+    targets are replaced by these styles'.
     """
     if not styles:
         raise UserError("give at least one style image")
