@@ -130,6 +130,9 @@ def export_net(
             export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
             _set_metadata(model, {**metadata, "export": export_info})
         tmp.write_bytes(model.SerializeToString())
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
