@@ -1,15 +1,15 @@
 """The ``styletrain train`` and ``stylize`` commands end to end, and their errors."""
 
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from styletrain.checkpoint import read_checkpoint
 from styletrain.cli import main
-from test_module import write_images
+from support import write_images
 
 
 @pytest.fixture
@@ -96,7 +96,9 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
 
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
-    exe = shutil.which("styletrain") or pytest.skip("console script not installed")
+    exe = Path(sys.executable).with_name("styletrain")  # the console script of this environment
+    if not exe.is_file():
+        pytest.skip(f"console script not installed next to {sys.executable}")
     proc = subprocess.run([exe, "stylize", "--checkpoint", str(tmp_path / "x.ckpt"), "--input", "a.jpg",
                            "--output", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, needs_data
+from support import DATA, needs_data, write_images
 from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule, PhotoDataset
 from styletrain.errors import UserError
@@ -20,18 +20,6 @@ FAST = dict(style_size=32, width=4, num_residuals=1)
 def quick(max_steps: int, **kw) -> TrainerOptions:
     return TrainerOptions(max_steps=max_steps, accelerator="cpu", val_every=max_steps, checkpoint_every=max_steps,
                           progress=False, **kw)
-
-
-def write_images(folder: Path, count: int, size: int = 48, seed: int = 0) -> list[Path]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
-        image = Image.fromarray(base).resize((size, size), Image.Resampling.BILINEAR)
-        paths.append(folder / f"img{i}.png")
-        image.save(paths[-1])
-    return paths
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA, VGG_WEIGHTS
+from support import DATA, VGG_WEIGHTS
 from styletrain.images import load_tensor
 
 CONTENT = DATA / "content"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_checkpoint
+from support import make_checkpoint
 from reference_support import needs_vgg, no_hooks, one_thread, weights_path  # noqa: F401
 from styletrain.checkpoint import load_transformer
 from styletrain.errors import UserError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_checkpoint
+from support import make_checkpoint
 from reference_support import CONTENT, STYLES, needs_images, needs_vgg, one_thread, weights_path  # noqa: F401
 from styletrain.checkpoint import load_transformer, save_transformer
 from styletrain.errors import UserError

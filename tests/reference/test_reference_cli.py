@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_checkpoint
+from support import make_checkpoint
 from reference_support import CONTENT, STYLES, needs_images, needs_vgg, one_thread, weights_path  # noqa: F401
 from styletrain.cli import main
 
