@@ -57,6 +57,7 @@ class TrainerOptions:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str | None = None
+    gradient_clip_val: float | None = None
     val_every: int = 500
     checkpoint_every: int = 500
     progress: bool = True
@@ -91,6 +92,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         num_nodes=options.num_nodes,
         strategy=options.strategy,
         precision=options.precision or default_precision(options.accelerator),
+        gradient_clip_val=options.gradient_clip_val,
         logger=CSVLogger(out, name="logs"),
         callbacks=[
             ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,

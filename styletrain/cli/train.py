@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=40_000, help="total optimizer steps, counting resumed ones")
     p.add_argument("--max-time", metavar="DD:HH:MM:SS", help="stop (and save last.ckpt) after this long")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--gradient-clip", type=float, help="clip the gradient norm to this (stabilises long "
+                   "multi-style runs with small batches, where a spike can collapse the net)")
     p.add_argument("--width", type=int, default=32, help="channels of the first layer (16: small, fast net)")
     p.add_argument("--num-residuals", type=int, default=5)
     p.add_argument("--content-weight", type=float, default=1.0)
@@ -109,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     options = TrainerOptions(
         max_steps=args.max_steps, max_time=args.max_time, accelerator=args.accelerator, devices=devices,
         num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+        gradient_clip_val=args.gradient_clip,
         val_every=args.val_every, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, seed=args.seed,
     )
