@@ -57,14 +57,14 @@ def _config(arch: str) -> list:
 
 
 def _make_features(arch: str, pooling: str) -> nn.Sequential:
+    if pooling not in ("max", "avg"):
+        raise UserError(f"pooling must be 'max' or 'avg'; got {pooling!r}")
     features = tv_vgg.make_layers(_config(arch), batch_norm=False)
     for i, module in enumerate(features):
         if isinstance(module, nn.ReLU):
             features[i] = nn.ReLU(inplace=False)  # keep every named activation intact
         elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
             features[i] = nn.AvgPool2d(kernel_size=2, stride=2)
-    if pooling not in ("max", "avg"):
-        raise UserError(f"pooling must be 'max' or 'avg'; got {pooling!r}")
     return features
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from styletrain.cli._args import non_negative, positive  # noqa: F401  (re-exported for the commands)
 from styletrain.errors import UserError
 
 
@@ -14,36 +15,6 @@ def add_common(p: argparse.ArgumentParser, *, output_help: str = "output image (
                    "else torchvision's ImageNet weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for noise and jitter (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def positive(kind: type = int):
-    """argparse type: a number greater than 0."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
-
-    return parse
-
-
-def non_negative(kind: type = float):
-    """argparse type: a number of at least 0."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-        return value
-
-    return parse
 
 
 def floats(text: str) -> list[float]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from styletrain.cli._args import non_negative, positive
 from styletrain.errors import UserError
 
 REQUIRED = ("style", "content_dir", "out")
@@ -21,31 +22,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder: last.ckpt, samples/, logs/")
     p.add_argument("--base", metavar="CKPT", help="add the --style images to this trained multi-style "
                    "net, training only their new scale/shift rows")
-    p.add_argument("--image-size", type=int, default=256, help="training crop size (default 256)")
-    p.add_argument("--style-size", type=int, default=512,
+    p.add_argument("--image-size", type=positive(), default=256, help="training crop size (default 256)")
+    p.add_argument("--style-size", type=positive(), default=512,
                    help="longer side at which style images are read; sets the brush-stroke scale (default 512)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-steps", type=int, default=40_000, help="total optimizer steps, counting resumed ones")
+    p.add_argument("--batch-size", type=positive(), default=4)
+    p.add_argument("--max-steps", type=positive(), default=40_000, help="total optimizer steps, counting resumed ones")
     p.add_argument("--max-time", metavar="DD:HH:MM:SS", help="stop (and save last.ckpt) after this long")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--gradient-clip", type=float, help="clip the gradient norm to this (stabilises long "
+    p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--gradient-clip", type=positive(float), help="clip the gradient norm to this (stabilises long "
                    "multi-style runs with small batches, where a spike can collapse the net)")
-    p.add_argument("--width", type=int, default=32, help="channels of the first layer (16: small, fast net)")
-    p.add_argument("--num-residuals", type=int, default=5)
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=5.0)
-    p.add_argument("--tv-weight", type=float, default=1e-5)
+    p.add_argument("--width", type=positive(), default=32, help="channels of the first layer (16: small, fast net)")
+    p.add_argument("--num-residuals", type=non_negative(int), default=5)
+    p.add_argument("--content-weight", type=non_negative(), default=1.0)
+    p.add_argument("--style-weight", type=non_negative(), default=5.0)
+    p.add_argument("--tv-weight", type=non_negative(), default=1e-5)
     p.add_argument("--content-layer", default="relu3_3")
     p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3,relu4_3")
     p.add_argument("--vgg-arch", choices=("vgg16", "vgg19"), default="vgg16")
     p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: $STYLETRAIN_VGG_WEIGHTS, "
                    "else torchvision's ImageNet weights); 'random' only for experiments")
-    p.add_argument("--val-every", type=int, default=500, help="validate and write a sample grid every N steps")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--val-every", type=positive(), default=500, help="validate and write a sample grid every N steps")
+    p.add_argument("--checkpoint-every", type=positive(), default=500)
+    p.add_argument("--num-workers", type=non_negative(int), default=2)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--num-nodes", type=positive(), default=1)
     p.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs or nodes")
     p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs, 32-true on CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
