@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.transforms import v2
 
 from styletrain.errors import UserError
-from styletrain.images import FORMATS, open_image, to_tensor
+from styletrain.images import FORMATS, open_image, resize_short_side, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,57 @@ class PhotoDataset(Dataset):
         raise UserError("none of the content photos could be read")
 
 
+class DeviceBatches(IterableDataset):
+    """Endless training batches cut on the training device from photos decoded once.
+
+    Every photo is read once, resized so its short side is ``image_size`` and kept as uint8 on
+    ``device``; each batch is random photos, random square crops and random flips done there, so a
+    GPU never waits for JPEG decoding (same augmentation as ``PhotoDataset``). ``seed`` should differ
+    per process under DDP. Unreadable photos are skipped with a warning.
+    """
+
+    def __init__(self, files: Sequence[Path], image_size: int, batch_size: int, *,
+                 device: str | torch.device = "cpu", seed: int = 0) -> None:
+        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+        self.device = torch.device(device)
+        self.photos: list[Tensor] = []
+        for path in files:
+            try:
+                image = resize_short_side(open_image(path), image_size)
+            except UserError as exc:
+                log.warning("skipping %s", exc)
+                continue
+            array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+            self.photos.append(array.to(self.device))
+        if not self.photos:
+            raise UserError("none of the content photos could be read")
+        log.info("holding %d photos on %s (%.0f MB)", len(self.photos), self.device,
+                 sum(p.numel() for p in self.photos) / 1e6)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        size = self.image_size
+        while True:
+            picks = torch.randint(len(self.photos), (self.batch_size,), generator=generator).tolist()
+            crops = []
+            for index in picks:
+                photo = self.photos[index]
+                top = int(torch.randint(photo.shape[1] - size + 1, (), generator=generator))
+                left = int(torch.randint(photo.shape[2] - size + 1, (), generator=generator))
+                crop = photo[:, top:top + size, left:left + size]
+                crops.append(crop.flip(-1) if torch.rand((), generator=generator) < 0.5 else crop)
+            yield torch.stack(crops).float().div_(255.0)
+
+
 class PhotoDataModule(L.LightningDataModule):
-    """A folder of content photos split into training and a few fixed validation photos."""
+    """A folder of content photos split into training and a few fixed validation photos.
+
+    ``on_device``: decode the training photos once and cut batches on the training device
+    (``DeviceBatches``) instead of decoding in DataLoader workers every step.
+    """
 
     def __init__(self, content_dir: str, image_size: int = 256, batch_size: int = 4,
-                 num_workers: int = 2, val_count: int = 4, seed: int = 0) -> None:
+                 num_workers: int = 2, val_count: int = 4, seed: int = 0, on_device: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.files = list_images(content_dir)
@@ -81,7 +128,14 @@ class PhotoDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(PhotoDataset(self.train_files, self.hparams.image_size), shuffle=True)
+        hp = self.hparams
+        if hp.on_device:  # batches are made on the device by the dataset itself
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            batches = DeviceBatches(self.train_files, hp.image_size, hp.batch_size, device=device,
+                                    seed=hp.seed + 1000 * rank)
+            return DataLoader(batches, batch_size=None, num_workers=0)
+        return self._loader(PhotoDataset(self.train_files, hp.image_size), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(PhotoDataset(self.val_files, self.hparams.image_size, train=False), shuffle=False)

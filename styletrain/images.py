@@ -72,6 +72,13 @@ def resize_max_side(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def resize_short_side(image: Image.Image, side: int) -> Image.Image:
+    """Resize so the shorter side is exactly ``side`` (how training photos are scaled before cropping)."""
+    scale = side / min(image.size)
+    size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
 def resize_side(image: Image.Image, side: int) -> Image.Image:
     """Resize so the longer side is exactly ``side`` (the scale at which a style image is read)."""
     scale = side / max(image.size)

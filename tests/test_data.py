@@ -31,3 +31,32 @@ def test_too_few_photos_for_validation(tmp_path):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
     with pytest.raises(UserError, match="need more than"):
         PhotoDataModule(str(tmp_path), val_count=4)
+
+
+def test_device_batches_are_random_crops_and_flips_of_the_photos(tmp_path):
+    import torch
+
+    from styletrain.data import DeviceBatches
+
+    # one photo whose columns are all different, so a crop's position and a flip can be read back
+    ramp = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((64, 40)).convert("RGB")
+    ramp.save(tmp_path / "ramp.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    batches = DeviceBatches([tmp_path / "broken.jpg", tmp_path / "ramp.png"], 32, batch_size=6, seed=1)
+    assert len(batches.photos) == 1 and batches.photos[0].shape == (3, 32, 51)  # short side scaled to 32
+    seen = set()
+    for batch, _ in zip(batches, range(5)):
+        assert batch.shape == (6, 3, 32, 32) and batch.dtype == torch.float32
+        assert 0.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+        for crop in batch:
+            row = crop[0, 0]
+            seen.add("flipped" if row[0] > row[-1] else "kept")
+    assert seen == {"flipped", "kept"}
+
+
+def test_data_module_on_device_feeds_endless_batches(tmp_path):
+    for i in range(6):
+        Image.new("RGB", (50 + i, 40), (i * 40, 0, 0)).save(tmp_path / f"p{i}.png")
+    dm = PhotoDataModule(str(tmp_path), image_size=32, batch_size=3, num_workers=0, val_count=2, on_device=True)
+    loader = iter(dm.train_dataloader())
+    assert [next(loader).shape for _ in range(3)] == [(3, 3, 32, 32)] * 3
