@@ -6,7 +6,11 @@ styletrain: ``StyleTransferModule.training_step`` (content features only as deep
 layer, Gram targets cached), then with channels_last, torch.compile and bf16 autocast added.
 bf16 is skipped on CPUs without native bf16 (AVX-512 BF16 / AMX), where it is far slower.
 
-    python benchmarks/bench_training.py --size 256 --batch 4 --widths 32,16
+    python benchmarks/bench_training.py --size 256 --batches 4 --widths 32,16
+    python benchmarks/bench_training.py --device cuda --widths 32 --batches 8,16,32 --data ../shared/data/train
+
+With ``--data`` the fastest variant is also fed real photos: held on the device (``--data-on-device``)
+and through a DataLoader with workers, to show whether data loading keeps up.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import platform
 import tempfile
 import time
 import warnings
@@ -22,6 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import DataLoader
+
+from styletrain.data import DeviceBatches, PhotoDataset, list_images
 
 from styletrain.losses import LossConfig, gram_matrix, total_variation
 from styletrain.module import StyleTransferModule
@@ -78,17 +87,42 @@ def module_step_fn(width: int, size: int, device: torch.device, *, channels_last
     return step
 
 
-def throughput(step, batch: torch.Tensor, warmup: int, steps: int, device: torch.device) -> float:
+def throughput(step, batches, warmup: int, steps: int, device: torch.device) -> float:
+    """Images/s of ``step`` over ``steps`` batches drawn from the iterator ``batches`` (after ``warmup``)."""
     for _ in range(warmup):
-        step(batch)
+        step(next(batches))
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
+    images = 0
     for _ in range(steps):
+        batch = next(batches)
+        images += batch.shape[0]
         step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch.shape[0] / (time.perf_counter() - start)
+    return images / (time.perf_counter() - start)
+
+
+def random_batches(batch_size: int, size: int, device: torch.device):
+    """The same random batch forever: the step alone, no data loading."""
+    batch = torch.rand(batch_size, 3, size, size, device=device)
+    while True:
+        yield batch
+
+
+def device_batches(files: list[Path], batch_size: int, size: int, device: torch.device):
+    """Photos decoded once and held on the device; crops and flips there (``--data-on-device``)."""
+    yield from DeviceBatches(files, size, batch_size, device=device)
+
+
+def loader_batches(files: list[Path], batch_size: int, size: int, device: torch.device, workers: int):
+    """The default path: a DataLoader decoding and cropping JPEGs in ``workers`` processes."""
+    loader = DataLoader(PhotoDataset(files, size), batch_size=batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    while True:
+        for batch in loader:
+            yield batch.to(device, non_blocking=True)
 
 
 def bf16_loss_gap(width: int, size: int, device: torch.device, style_file: Path, batch_size: int,
@@ -108,20 +142,23 @@ def bf16_loss_gap(width: int, size: int, device: torch.device, style_file: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batches", default="4", help="batch sizes, comma-separated (e.g. 8,16,32 on a GPU)")
     parser.add_argument("--widths", default="32,16", help="net widths: 32 default, 16 small")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--data", type=Path, help="folder of photos: also time the fastest variant fed from "
+                        "photos held on the device and from a DataLoader with --workers workers")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--bf16-check-steps", type=int, default=200,
-                        help="steps for the bf16-vs-fp32 loss check (GPU only; 0 to skip)")
+                        help="steps for the bf16-vs-fp32 loss check (where bf16 is native; 0 to skip)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("styletrain").setLevel(logging.ERROR)  # "random VGG" is intended: timing only
     device = torch.device(args.device)
     bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu_has_bf16()
-    batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    files = list_images(args.data) if args.data else []
     with tempfile.TemporaryDirectory() as tmp:
         style_file = Path(tmp) / "style.png"
         Image.effect_noise((args.size, args.size), 64).convert("RGB").save(style_file)
@@ -131,19 +168,35 @@ def main() -> None:
             variants.append(("+ channels_last + compile", dict(channels_last=True, compile=True, bf16=False)))
         if bf16_ok:
             variants.append(("+ channels_last + bf16", dict(channels_last=True, compile=False, bf16=True)))
-        print(f"device: {device} ({torch.get_num_threads()} threads), {args.size}px, batch {args.batch}, "
+        gpu = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+        print(f"device: {device} ({gpu}; {torch.get_num_threads()} CPU threads), {args.size}px, "
               f"{args.steps} timed steps after {args.warmup} warm-up; bf16 {'on' if bf16_ok else 'skipped: no native bf16'}")
-        print(f"| {'width':>5} | {'variant':<28} | {'images/s':>9} | {'speed-up':>8} |")
-        print(f"|{'-' * 7}|{'-' * 30}|{'-' * 11}|{'-' * 10}|")
+        print(f"| {'width':>5} | {'batch':>5} | {'variant':<38} | {'images/s':>9} | {'speed-up':>8} |")
+        print(f"|{'-' * 7}|{'-' * 7}|{'-' * 40}|{'-' * 11}|{'-' * 10}|")
         for width in (int(w) for w in args.widths.split(",")):
-            base = throughput(plain_step_fn(width, args.size, device), batch, args.warmup, args.steps, device)
-            print(f"| {width:>5} | {'plain fp32 eager':<28} | {base:>9.2f} | {1.0:>7.2f}x |", flush=True)
-            for name, opts in variants:
-                step = module_step_fn(width, args.size, device, style_file=style_file, **opts)
-                ips = throughput(step, batch, args.warmup + (2 if opts["compile"] else 0), args.steps, device)
-                print(f"| {width:>5} | {name:<28} | {ips:>9.2f} | {ips / base:>7.2f}x |", flush=True)
+            for batch_size in (int(b) for b in args.batches.split(",")):
+                def row(name: str, ips: float, base: float) -> None:
+                    print(f"| {width:>5} | {batch_size:>5} | {name:<38} | {ips:>9.2f} | {ips / base:>7.2f}x |",
+                          flush=True)
+
+                synthetic = random_batches(batch_size, args.size, device)
+                base = throughput(plain_step_fn(width, args.size, device), synthetic, args.warmup, args.steps, device)
+                row("plain fp32 eager", base, base)
+                for name, opts in variants:
+                    step = module_step_fn(width, args.size, device, style_file=style_file, **opts)
+                    warmup = args.warmup + (2 if opts["compile"] else 0)
+                    row(name, throughput(step, synthetic, warmup, args.steps, device), base)
+                if files:  # the last (fastest) variant, fed with real photos two ways
+                    name, opts = variants[-1]
+                    step = module_step_fn(width, args.size, device, style_file=style_file, **opts)
+                    fed = device_batches(files, batch_size, args.size, device)
+                    row(f"{name}, photos on {device.type}", throughput(step, fed, args.warmup, args.steps, device), base)
+                    fed = loader_batches(files, batch_size, args.size, device, args.workers)
+                    row(f"{name}, DataLoader x{args.workers}", throughput(step, fed, args.warmup, args.steps, device),
+                        base)
         if bf16_ok and args.bf16_check_steps:
-            gap = bf16_loss_gap(32, args.size, device, style_file, args.batch, args.bf16_check_steps)
+            batch_size = int(args.batches.split(",")[0])
+            gap = bf16_loss_gap(32, args.size, device, style_file, batch_size, args.bf16_check_steps)
             print(f"bf16 vs fp32 loss after {args.bf16_check_steps} steps: {100 * gap:.1f}% apart (target < 5%)")
 
 

@@ -1,4 +1,4 @@
-"""``python -m styletrain`` runs the CLI."""
+"""``python -m styletrain`` is the ``styletrain`` command (for machines where the script is not on PATH)."""
 
 import sys
 

@@ -12,7 +12,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torchvision.utils import make_grid, save_image
 
+from styletrain.checkpoint import load_transformer
 from styletrain.data import PhotoDataModule
+from styletrain.errors import UserError
 from styletrain.module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -73,9 +75,12 @@ def default_precision(accelerator: str) -> str:
 
 
 def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
-        options: TrainerOptions = TrainerOptions(), *, resume: bool = True) -> Path:
+        options: TrainerOptions = TrainerOptions(), *, resume: bool = True,
+        init_from: str | Path | None = None) -> Path:
     """Train until ``max_steps`` (or ``max_time``), resuming from ``out/last.ckpt`` when present.
 
+    ``init_from``: a (slim) checkpoint of the same net whose weights start a run that has no
+    ``last.ckpt`` to resume (e.g. on a fresh machine); the optimizer and step count start afresh.
     Returns the path of ``out/last.ckpt``, written at the end of every run, interrupted or not.
     """
     out = Path(out)
@@ -109,7 +114,19 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     ckpt_path = last if resume and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+    elif init_from is not None:
+        _load_weights(module, init_from)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
     return last
 
+
+
+def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
+    """Start from a checkpoint's net weights; it must hold the same styles and net config."""
+    net, meta = load_transformer(path)
+    if list(meta["style_names"]) != list(module.style_names) or net.config() != module.net.config():
+        raise UserError(f"--init-from {path} holds {meta['style_names']} with net {net.config()}; this run "
+                        f"trains {module.style_names} with net {module.net.config()}")
+    module.net.load_state_dict(net.state_dict())
+    log.info("starting from the weights of %s (step %s there)", path, meta.get("global_step"))

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the net and the loss network "
                    "(minutes of compilation first; see benchmarks/RESULTS.md for when it pays)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.ckpt exists")
+    p.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's net weights (same styles and "
+                   "net) when OUT/last.ckpt does not exist; optimizer and steps start afresh")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
 
@@ -118,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, seed=args.seed,
     )
-    last = fit(module, data, args.out, options, resume=not args.no_resume)
+    last = fit(module, data, args.out, options, resume=not args.no_resume, init_from=args.init_from)
     print(f"wrote {last}")
     return 0
