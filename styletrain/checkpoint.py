@@ -6,6 +6,7 @@ entry holds the metadata: format version, style names, net config, loss and trai
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests an unsafe load; never pass that advice on
+        raise UserError(f"{path} holds Python objects beyond tensors and plain data, which styletrain refuses "
+                        "to load (loading them could run code); it is not a checkpoint styletrain wrote") from None
     except Exception as exc:
         raise UserError(f"could not read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
     meta = ckpt.get("styletrain") if isinstance(ckpt, dict) else None

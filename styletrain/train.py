@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torchvision.utils import make_grid, save_image
 
-from styletrain.checkpoint import load_transformer
+from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule
 from styletrain.errors import UserError
 from styletrain.module import StyleTransferModule
@@ -84,8 +84,16 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     Returns the path of ``out/last.ckpt``, written at the end of every run, interrupted or not.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for last.ckpt, samples/ and logs/")
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.ckpt"
+    ckpt_path = last if resume and last.is_file() else None
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # a safe load first: refuse anything but a styletrain checkpoint
+        log.info("resuming from %s", ckpt_path)
+    elif init_from is not None:
+        _load_weights(module, init_from)
     module.perceptual_loss  # build the loss network now: fail on missing VGG weights before training
     L.seed_everything(options.seed, workers=True, verbose=False)
     trainer = L.Trainer(
@@ -111,12 +119,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         enable_model_summary=False,
         log_every_n_steps=min(50, options.val_every),
     )
-    ckpt_path = last if resume and last.is_file() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    elif init_from is not None:
-        _load_weights(module, init_from)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     trainer.save_checkpoint(last)
     return last
 

@@ -103,3 +103,41 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                            "--output", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
     assert subprocess.run([sys.executable, "-m", "styletrain", "--help"], capture_output=True, timeout=120).returncode == 0
+
+
+class _Payload:
+    """Unpickling this creates a file: what a planted checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def tiny_train_argv(tmp_path: Path, out: Path) -> list[str]:
+    write_images(tmp_path / "photos", 5)
+    style = write_images(tmp_path / "styles", 1, seed=5)[0]
+    return ["train", "--style", str(style), "--content-dir", str(tmp_path / "photos"), "--out", str(out),
+            "--image-size", "32", "--style-size", "32", "--batch-size", "2", "--max-steps", "1", "--width", "4",
+            "--num-residuals", "1", "--vgg-weights", "random", "--num-workers", "0", "--no-progress"]
+
+
+@pytest.mark.parametrize("force_unsafe", [False, True])
+def test_resume_refuses_a_planted_pickle_without_running_it(tmp_path, capsys, monkeypatch, force_unsafe):
+    import torch
+
+    if force_unsafe:  # torch then loads with weights_only=False unless told otherwise
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    out.mkdir()
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, out / "last.ckpt")
+    err = run_error(capsys, tiny_train_argv(tmp_path, out))
+    assert not marker.exists()
+    assert "refuses to load" in err and "weights_only" not in err
+
+
+def test_out_that_is_a_file_is_a_user_error(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    assert "is a file; give a folder" in run_error(capsys, tiny_train_argv(tmp_path, out))
