@@ -53,7 +53,7 @@ def open_image(
                 if min(width, height) < min_side:
                     raise UserError(f"{name} is {width}x{height}; both sides must be at least {min_side} px")
                 image.load()
-                return ImageOps.exif_transpose(image).convert("RGB")
+                return _to_rgb(ImageOps.exif_transpose(image))
     except UserError:
         raise
     except UnidentifiedImageError:
@@ -61,6 +61,14 @@ def open_image(
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
         raise UserError(f"{name} could not be decoded: {exc}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with 16/32-bit grayscale scaled down to 8 bits (Pillow's own conversion clips it to white)."""
+    if image.mode.startswith("I"):  # I, I;16, I;16B, ...: one integer channel, 16-bit from PNGs
+        levels = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(levels / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 def resize_max_side(image: Image.Image, max_side: int | None) -> Image.Image:

@@ -2,6 +2,8 @@
 
 import io
 
+import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -60,3 +62,18 @@ def test_resize_max_side_only_shrinks():
 def test_output_path_extension_checked_up_front(tmp_path):
     with pytest.raises(UserError, match="use one of"):
         check_output_path(tmp_path / "x.gif")
+
+
+def test_16_bit_grayscale_png_matches_its_8_bit_version():
+    import io
+
+    from styletrain.images import open_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (24, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")  # mode I;16
+    decoded = np.asarray(open_image(buffer.getvalue()), dtype=np.float64)
+    expected = np.round(ramp / 257.0)
+    assert decoded.shape == (24, 64, 3)
+    assert np.abs(decoded[..., 0] - expected).max() <= 1.0
+    assert decoded[..., 0].mean() == pytest.approx(127.5, abs=1.0)  # not clipped to white
