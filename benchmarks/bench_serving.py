@@ -73,20 +73,18 @@ def rss_probe(model: str, arena: str, sizes: int) -> None:
     ``arena``: "off" (no CPU arena), "on" (onnxruntime's default: the arena only grows), or
     "shrink" (styletrain's default: arena shrunk after every run, ``memory.enable_memory_arena_shrinkage``).
     """
-    import onnxruntime as ort
+    from styletrain.runtime.onnx_backend import OnnxStylizer
 
-    from styletrain.export import OnnxStylizer
-
-    stylizer = OnnxStylizer(model, providers=["CPUExecutionProvider"], memory_arena=arena != "off")
-    options = ort.RunOptions() if arena == "on" else stylizer.run_options()
+    stylizer = OnnxStylizer(model, providers=["CPUExecutionProvider"], memory_arena=arena != "off",
+                            shrink_arena=arena == "shrink")
     weights = np.full(len(stylizer.style_names), 1 / len(stylizer.style_names), dtype=np.float32)
     rng = np.random.default_rng(0)
-    stylizer.run(np.zeros((1, 3, 256, 256), np.float32), weights, run_options=options)
+    stylizer.run(np.zeros((1, 3, 256, 256), np.float32), weights)
     start = rss_mb()
     peak = start
     for _ in range(sizes):
         h, w = rng.integers(200, 700, size=2)
-        stylizer.run(np.zeros((1, 3, h, w), np.float32), weights, run_options=options)
+        stylizer.run(np.zeros((1, 3, h, w), np.float32), weights)
         peak = max(peak, rss_mb())
     print(json.dumps({"after_first": start, "end": rss_mb(), "peak": peak}))
 
@@ -129,8 +127,8 @@ def main() -> None:
 
     from serving.client import StyleClient
     from serving.server import ServerConfig, create_server
-    from styletrain.export import OnnxStylizer, array_to_image, image_to_array
-    from styletrain.images import open_image
+    from styletrain.images import array_to_image, encode_image, image_to_array, open_image
+    from styletrain.runtime.onnx_backend import OnnxStylizer
 
     cuda = torch.cuda.is_available()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
@@ -172,10 +170,8 @@ def main() -> None:
                     results["ort"] = summary(timings(lambda: stylizer.run(x, weights), repeats))
                 if "codec" not in args.skip:
                     def pipeline() -> bytes:
-                        out = io.BytesIO()
-                        array_to_image(stylizer.run(image_to_array(open_image(image)), weights)).save(
-                            out, format="JPEG", quality=90)
-                        return out.getvalue()
+                        output = stylizer.run(image_to_array(open_image(image)), weights)
+                        return encode_image(array_to_image(output), "JPEG", quality=90)
 
                     results["ort+codec"] = summary(timings(pipeline, repeats))
                 if "grpc" not in args.skip:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from styletrain.export import OnnxStylizer
 from styletrain.images import open_image, resize_max_side
+from styletrain.runtime import load_stylizer
 from styletrain.styles import style_weights
 
 LABEL = 16  # label strip height
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--mix", default="candy,mosaic,udnie,wave_crop", help="4 styles mixed equally")
     args = parser.parse_args()
 
-    models = {p.stem: OnnxStylizer(p) for p in sorted(args.models.glob("*.onnx"))}
+    models = {p.stem: load_stylizer(p) for p in sorted(args.models.glob("*.onnx"))}
     multi = next(m for m in models.values() if len(m.style_names) > 1)
     singles = {name: m for name, m in models.items() if len(m.style_names) == 1}
     photos = {p.stem: resize_max_side(open_image(p), args.side) for p in sorted(args.content.glob("*.jpg"))}

@@ -1,9 +1,10 @@
 """The models a server holds, and which one runs a request.
 
-Every ``*.onnx`` file in the models folder is loaded once, into one onnxruntime session each,
-and named after its file (``multistyle.onnx`` -> ``multistyle``). Style names may repeat across
-models (a 13-style net and a single-style ``mosaic.onnx`` can both hold ``mosaic``), so a request
-either names its model or the server picks one with ``ModelRegistry.select``.
+Every ``*.onnx`` file in the models folder is loaded once as a ``styletrain.runtime`` stylizer
+(one onnxruntime session each) and named after its file (``multistyle.onnx`` -> ``multistyle``).
+Style names may repeat across models (a 13-style net and a single-style ``mosaic.onnx`` can both
+hold ``mosaic``), so a request either names its model or the server picks one with
+``ModelRegistry.select``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from styletrain.errors import UserError
-from styletrain.export import OnnxStylizer
+from styletrain.runtime import Stylizer, load_stylizer
 from styletrain.styles import style_weights
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,14 @@ class Selection:
     """The model chosen for a request and its normalised (N,) style weights."""
 
     name: str
-    stylizer: OnnxStylizer
+    stylizer: Stylizer
     weights: np.ndarray
 
 
 class ModelRegistry:
     """Loaded models by name, in name order."""
 
-    def __init__(self, models: Mapping[str, OnnxStylizer]) -> None:
+    def __init__(self, models: Mapping[str, Stylizer]) -> None:
         self.models = dict(sorted(models.items()))
 
     @classmethod
@@ -54,7 +55,8 @@ class ModelRegistry:
                             "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
         for path in paths:
-            models[path.stem] = OnnxStylizer(path, providers=providers, threads=threads)
+            models[path.stem] = load_stylizer(path, backend="onnxruntime", providers=providers,
+                                              threads=threads)
             log.info("loaded model %s: %s", path.stem, ", ".join(models[path.stem].style_names))
         return cls(models)
 

@@ -2,7 +2,7 @@
 
 Importing the package has no side effects; the heavy pieces live in their own modules:
 ``vgg`` (the frozen loss network), ``losses``, ``transformer``, ``data``, ``module`` (Lightning),
-``export`` (ONNX), ``reference`` (Gatys and diagnostics).
+``runtime`` (running trained models), ``export`` (ONNX), ``reference`` (Gatys and diagnostics).
 """
 
 __version__ = "0.1.0"

@@ -1,18 +1,11 @@
-"""ONNX export of trained nets, and running exported models with onnxruntime.
+"""ONNX export of trained nets: ``export_onnx``, ``export_net``, ``check_parity``.
 
-An exported model is one self-contained ``.onnx`` file (no external-data sidecar):
-
-- input ``image``: float32 RGB in [0, 1], NCHW, dynamic batch, height and width (sides >= 16);
-- input ``style_weights``: float32 (B, N), only for multi-style (conditional) nets; rows are
-  validated and normalised in Python (``styletrain.styles.style_weights``), never in the graph;
-- output ``output``: float32 RGB in [0, 1], same shape as ``image``;
-- metadata: ``metadata_props["styletrain"]`` is the checkpoint's metadata as JSON (style names,
-  net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity).
+The file format (inputs, output, metadata) is described in ``styletrain.runtime.onnx_backend``,
+which runs the exported models; the parity check here runs them through it.
 
 The exporter is torch's dynamo-based ``torch.onnx.export(..., dynamo=True)``: its graph is clean
 (Conv, InstanceNormalization, Pad, Resize, MatMul, no constant-folding leftovers) and keeps the
-reflect-pad-to-a-multiple-of-4 symbolic, so any size works. ``OnnxStylizer`` is the one place that
-runs such a model: the ``stylize`` command and the gRPC server both use it.
+reflect-pad-to-a-multiple-of-4 symbolic, so any size works.
 """
 
 from __future__ import annotations
@@ -23,36 +16,28 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx.external_data_helper import uses_external_data
-from PIL import Image
 
 from styletrain.errors import UserError
+from styletrain.runtime.base import MIN_SIDE
+from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
 
 log = logging.getLogger(__name__)
 
-IMAGE, WEIGHTS, OUTPUT = "image", "style_weights", "output"
-METADATA_KEY = "styletrain"
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 """Largest allowed |onnxruntime - torch| on the [0, 1] output in the post-export parity check."""
 PARITY_SIZES = ((1, 37, 53), (2, 16, 29), (1, 64, 48))
 """(batch, height, width) of the random parity inputs: odd sides, the minimum side, a batch of 2."""
-MIN_SIDE = 16
-"""Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
 
 
 class ExportError(RuntimeError):
     """The exported graph is invalid or does not match the torch net."""
-
-
-# ---------------------------------------------------------------------------------------------
-# export
 
 
 def export_onnx(
@@ -147,9 +132,10 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
     Each size runs one batch holding every one-hot style row and a random blend. Returns the
     largest absolute difference; raises ``ExportError`` above ``tolerance``.
     """
-    import torch
+    from styletrain.runtime.torch_backend import TorchStylizer
 
-    stylizer = OnnxStylizer(model_path, providers=["CPUExecutionProvider"])
+    stylizer = OnnxStylizer(model_path, providers=[CPU])
+    reference = TorchStylizer(net, stylizer.metadata)
     rng = np.random.default_rng(seed)
     n = net.num_styles
     rows = np.eye(n, dtype=np.float32)
@@ -162,8 +148,7 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
         images = rng.random((batch, 3, height, width), dtype=np.float32)
         x = np.repeat(images, len(rows), axis=0)
         w = np.tile(rows, (batch, 1))
-        with torch.inference_mode():
-            expected = net(torch.from_numpy(x), torch.from_numpy(w) if net.conditional else None).numpy()
+        expected = reference.run(x, w)
         got = stylizer.run(x, w)
         if got.shape != expected.shape:
             raise ExportError(f"onnx output shape {got.shape} != torch {expected.shape} at {height}x{width}")
@@ -199,137 +184,3 @@ def _set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     model.producer_name = "styletrain"
     model.doc_string = f"styletrain style-transfer net; styles: {', '.join(metadata['style_names'])}"
 
-
-# ---------------------------------------------------------------------------------------------
-# loading and running
-
-
-def load_model(path: str | Path) -> onnx.ModelProto:
-    """Read an exported model, refusing files that reference external data or lack our metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX model not found: {path}")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"could not read ONNX model {path}: {exc.__class__.__name__}: {exc}") from None
-    if any(uses_external_data(t) for t in _tensors(model.graph)):
-        raise UserError(f"{path} references external data files; styletrain only loads self-contained "
-                        "models (re-export it with `styletrain export`)")
-    props = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY not in props:
-        raise UserError(f"{path} is not a styletrain export (no {METADATA_KEY!r} metadata); "
-                        "export it with `styletrain export`")
-    inputs = [i.name for i in model.graph.input]
-    if IMAGE not in inputs or [o.name for o in model.graph.output] != [OUTPUT]:
-        raise UserError(f"{path} has inputs {inputs}; expected {IMAGE!r} (and {WEIGHTS!r}) -> {OUTPUT!r}")
-    return model
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    """The styletrain metadata stored in an exported model."""
-    props = {p.key: p.value for p in model.metadata_props}
-    return json.loads(props[METADATA_KEY])
-
-
-def _tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
-    """Every tensor stored in a graph: initializers and attribute tensors, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors(sub)
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, CPU always."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-class OnnxStylizer:
-    """An exported model in one onnxruntime ``InferenceSession``; implements ``Stylizer``.
-
-    ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). The memory
-    arena grows for every new image size unless told to shrink: ``run_options()`` asks it to give
-    back what a run grew, so memory stays bounded over many sizes (measured in
-    ``benchmarks/bench_serving.py --memory``). ``run`` is thread-safe (sessions allow concurrent runs).
-    """
-
-    min_side = MIN_SIDE
-
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
-                 *, memory_arena: bool = True) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        model = load_model(self.path)
-        self.metadata = read_metadata(model)
-        self.style_names: list[str] = list(self.metadata["style_names"])
-        self.conditional = WEIGHTS in {i.name for i in model.graph.input}
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.enable_cpu_mem_arena = memory_arena
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Built from the bytes we checked: nothing else (no external file) can be pulled in.
-        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                            providers=list(providers or default_providers()))
-        self.providers: list[str] = self.session.get_providers()
-        self._shrink = ";".join(device for provider, device in (("CPUExecutionProvider", "cpu:0"),
-                                                                ("CUDAExecutionProvider", "gpu:0"))
-                                if memory_arena and provider in self.providers)
-        log.debug("loaded %s (%s) on %s", self.path.name, ", ".join(self.style_names), self.providers)
-
-    def run_options(self) -> Any:
-        """Fresh ``onnxruntime.RunOptions`` for one run: arena shrinkage on; set ``.terminate`` to stop it."""
-        import onnxruntime as ort
-
-        options = ort.RunOptions()
-        if self._shrink:
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink)
-        return options
-
-    def run(self, images: np.ndarray, weights: np.ndarray | None = None, *, run_options: Any = None) -> np.ndarray:
-        """(B, 3, H, W) float32 in [0, 1] -> same shape; ``weights`` (N,) or (B, N), already normalised.
-
-        ``run_options`` defaults to ``self.run_options()``.
-        """
-        feeds = {IMAGE: np.ascontiguousarray(images, dtype=np.float32)}
-        if self.conditional:
-            if weights is None:
-                raise ValueError(f"{self.path.name} holds {len(self.style_names)} styles: pass weights")
-            w = np.asarray(weights, dtype=np.float32).reshape(-1, len(self.style_names))
-            feeds[WEIGHTS] = np.ascontiguousarray(np.broadcast_to(w, (images.shape[0], w.shape[1])))
-        return self.session.run([OUTPUT], feeds, run_options or self.run_options())[0]
-
-    def __call__(self, image: Image.Image, weights: np.ndarray, *, run_options: Any = None) -> Image.Image:
-        return array_to_image(self.run(image_to_array(image), weights, run_options=run_options))
-
-    def warm_up(self, side: int = 64) -> None:
-        """Run once so the first real request does not pay for kernel selection and allocation."""
-        weights = np.full(len(self.style_names), 1.0 / len(self.style_names), dtype=np.float32)
-        self.run(np.full((1, 3, side, side), 0.5, dtype=np.float32), weights)
-
-
-def image_to_array(image: Image.Image) -> np.ndarray:
-    """PIL image -> float32 (1, 3, H, W) in [0, 1] (as ``styletrain.images.to_tensor``, without torch)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
-
-
-def array_to_image(array: np.ndarray) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) float in [0, 1] -> PIL RGB; values clamped, NaN -> 0."""
-    if array.ndim == 4:
-        array = array[0]
-    array = np.clip(np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    return Image.fromarray((array.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8))

@@ -1,8 +1,9 @@
-"""Safe image reading and conversion between PIL images and [0, 1] RGB tensors.
+"""Image decode, encode, and the one conversion between PIL images and [0, 1] RGB arrays.
 
 Every image that enters styletrain (CLI, training data, the gRPC server) goes through
 ``open_image``: formats are restricted, the pixel count is checked from the header before decoding,
-and Pillow's decompression-bomb warning is an error.
+and Pillow's decompression-bomb warning is an error. ``image_to_array`` / ``array_to_image`` are
+the only PIL <-> pixel conversion (torch-free, for the server); ``to_tensor`` / ``to_pil`` wrap them.
 """
 
 from __future__ import annotations
@@ -94,22 +95,48 @@ def resize_side(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def image_to_array(image: Image.Image) -> np.ndarray:
+    """PIL image -> float32 (1, 3, H, W) RGB in [0, 1]: the layout every model takes."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) float in [0, 1] -> PIL RGB; values clamped and NaN -> 0, so none wrap."""
+    if array.ndim == 4:
+        array = array[0]
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected an RGB array (1, 3, H, W) or (3, H, W); got shape {array.shape}")
+    array = np.clip(np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    return Image.fromarray((array.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def encode_image(image: Image.Image, format: str = "JPEG", quality: int = 90) -> bytes:
+    """Encode as JPEG, PNG or WebP bytes; ``quality`` (1-100) applies to JPEG and WebP."""
+    if format.upper() not in FORMATS:
+        raise UserError(f"cannot encode images as {format!r}; use one of {', '.join(FORMATS)}")
+    buffer = io.BytesIO()
+    image.save(buffer, format=format.upper(), quality=quality)
+    return buffer.getvalue()
+
+
+def warm_up_codecs(formats: tuple[str, ...] = FORMATS) -> None:
+    """Encode and decode a small image in every format: Pillow loads its plugins on first use."""
+    image = Image.new("RGB", (32, 32), (128, 128, 128))
+    for format_name in formats:
+        open_image(encode_image(image, format_name), formats=formats)
+
+
 def to_tensor(image: Image.Image) -> Tensor:
-    """PIL RGB image -> float tensor (1, 3, H, W) in [0, 1]."""
+    """PIL RGB image -> float tensor (1, 3, H, W) in [0, 1] (``image_to_array`` as a tensor)."""
     import torch
 
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+    return torch.from_numpy(image_to_array(image))
 
 
 def to_pil(tensor: Tensor) -> Image.Image:
-    """Tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (values clamped, NaN -> 0)."""
-    import torch
-
-    if tensor.ndim == 4:
-        tensor = tensor[0]
-    array = torch.nan_to_num(tensor.detach().float().cpu(), nan=0.0).clamp(0, 1)
-    return Image.fromarray((array.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+    """Tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB image (``array_to_image``: clamped, NaN -> 0)."""
+    return array_to_image(tensor.detach().float().cpu().numpy())
 
 
 def load_tensor(path: str | Path, *, max_side: int | None = None, **kwargs: object) -> Tensor:

@@ -1,15 +1,15 @@
-"""Safe image reading: formats, corrupt files, pixel limits before decoding."""
+"""Safe image reading (formats, corrupt files, pixel limits before decoding), conversion and encoding."""
 
 import io
 
 import numpy as np
-
 import pytest
 import torch
 from PIL import Image
 
 from styletrain.errors import UserError
-from styletrain.images import check_output_path, open_image, resize_max_side, save_image, to_pil, to_tensor
+from styletrain.images import (array_to_image, check_output_path, encode_image, image_to_array, open_image,
+                               resize_max_side, save_image, to_pil, to_tensor)
 
 
 def png_bytes(size=(20, 10), fmt="PNG") -> bytes:
@@ -25,6 +25,57 @@ def test_round_trip_tensor_and_file(tmp_path):
     path = save_image(tensor, tmp_path / "sub" / "x.png")
     assert to_tensor(open_image(path)).allclose(tensor)
     assert to_pil(torch.full((3, 4, 4), float("nan"))).getpixel((0, 0)) == (0, 0, 0)
+
+
+def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (16, 40), (53, 37)])
+def test_array_round_trip_is_exact(size):
+    image = random_image(*size)
+    array = image_to_array(image)
+    assert array.shape == (1, 3, size[1], size[0]) and array.dtype == np.float32
+    assert 0 <= array.min() and array.max() <= 1 and array.flags.c_contiguous
+    np.testing.assert_array_equal(np.asarray(array_to_image(array)), np.asarray(image))
+    np.testing.assert_array_equal(np.asarray(array_to_image(array[0])), np.asarray(image))
+    np.testing.assert_array_equal(np.asarray(to_pil(to_tensor(image))), np.asarray(image))
+
+
+def test_grey_and_alpha_images_become_rgb():
+    assert image_to_array(Image.new("L", (16, 16), 255)).shape == (1, 3, 16, 16)
+    assert image_to_array(Image.new("RGBA", (16, 16), (0, 0, 255, 0)))[0, 2].min() == 1.0
+
+
+def test_out_of_range_and_non_finite_values_are_clamped():
+    values = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, np.nan, np.inf, -np.inf], dtype=np.float32)
+    array = np.broadcast_to(values, (1, 3, 1, 8))
+    assert list(np.asarray(array_to_image(array))[0, :, 0]) == [0, 0, 128, 255, 255, 0, 255, 0]
+    with pytest.raises(ValueError, match=r"expected an RGB array .* got shape \(1, 4, 4\)"):
+        array_to_image(np.zeros((1, 4, 4), dtype=np.float32))
+
+
+def test_16_px_images_pass_the_minimum_side():
+    data = encode_image(random_image(16, 16), "PNG")
+    assert open_image(data, min_side=16).size == (16, 16)
+    with pytest.raises(UserError, match="both sides must be at least 16 px"):
+        open_image(encode_image(random_image(15, 40), "PNG"), min_side=16)
+
+
+@pytest.mark.parametrize(("fmt", "magic"), [("JPEG", b"\xff\xd8"), ("PNG", b"\x89PNG"), ("webp", b"RIFF")])
+def test_encode_image_in_each_format(fmt, magic):
+    image = random_image(40, 24)
+    data = encode_image(image, fmt, quality=80)
+    assert data.startswith(magic) and open_image(data).size == (40, 24)
+    if fmt == "PNG":  # lossless
+        np.testing.assert_array_equal(np.asarray(open_image(data)), np.asarray(image))
+
+
+def test_encode_quality_and_unknown_formats():
+    image = random_image(64, 64)
+    assert len(encode_image(image, "JPEG", quality=20)) < len(encode_image(image, "JPEG", quality=95))
+    with pytest.raises(UserError, match="cannot encode images as 'GIF'; use one of JPEG, PNG, WEBP"):
+        encode_image(image, "GIF")
 
 
 def test_corrupt_and_foreign_files(tmp_path):

@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styletrain.export import export_onnx, load_model, read_metadata
+    from styletrain.export import export_onnx
+    from styletrain.runtime.onnx_backend import load_model, read_metadata
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)

@@ -17,8 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styletrain.inference import load_stylizer
     from styletrain.images import check_output_path, open_image, resize_max_side, save_image
+    from styletrain.runtime import load_stylizer
     from styletrain.styles import parse_blend, style_weights
 
     check_output_path(args.output)

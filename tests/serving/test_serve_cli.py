@@ -64,3 +64,10 @@ def test_client_reports_an_unreachable_server(tmp_path: Path, capsys: pytest.Cap
 def test_serve_without_models_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--models", str(tmp_path), "--port", "0"]) == 2
     assert "no .onnx models in" in capsys.readouterr().err
+
+
+def test_python_m_serving_server_takes_the_serve_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from serving.server import main as server_main
+
+    assert server_main(["--models", str(tmp_path), "--port", "0", "--threads", "1", "--cpu"]) == 2
+    assert "serving.server: error: no .onnx models in" in capsys.readouterr().err

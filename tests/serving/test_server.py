@@ -23,8 +23,8 @@ from PIL import Image
 from serving.client import StyleClient, make_request
 from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
 from styletrain.errors import UserError
-from styletrain.export import OnnxStylizer
 from styletrain.images import open_image
+from styletrain.runtime import load_stylizer
 from styletrain.v1 import styletrain_pb2 as pb
 
 Live = Any  # tests/serving/conftest.py's Live: a started server, its port and a client
@@ -92,7 +92,7 @@ def test_output_is_the_input_size_and_equals_in_process_onnx(live: Live, onnx_mo
     assert response.format == pb.IMAGE_FORMAT_PNG and response.total_ms >= response.inference_ms > 0
     out = decode(response.image)
     assert out.shape == (37, 53, 3)
-    expected = OnnxStylizer(onnx_models["multi"])(open_image(image), np.array([0, 0, 1], dtype=np.float32))
+    expected = load_stylizer(onnx_models["multi"])(open_image(image), np.array([0, 0, 1], dtype=np.float32))
     np.testing.assert_array_equal(out, np.asarray(expected))
 
 

@@ -1,0 +1,109 @@
+"""The ``Stylizer`` interface every backend implements, and ``RunOptions``, which carries cancellation.
+
+A stylizer works on arrays so callers can batch: ``run`` takes float32 (B, 3, H, W) images in
+[0, 1] and (B, N) style weights (one normalised row per image, or one (N,) row for all) and returns
+the stylized batch. ``stylizer(image, weights)`` is the same for one PIL image. Torch-free.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from styletrain.images import array_to_image, image_to_array
+
+MIN_SIDE = 16
+"""Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
+
+
+class RunCancelled(RuntimeError):
+    """A run was stopped, or not started, because its ``RunOptions`` were cancelled."""
+
+
+@dataclass
+class RunOptions:
+    """Settings shared by the runs of one call: ``cancel()`` stops the current run and refuses later ones.
+
+    The server makes one per gRPC call and cancels it when the call ends (cancel, deadline,
+    disconnect); a backend that can interrupt a run hooks in with ``interrupts``.
+    """
+
+    cancelled: bool = False
+    _stops: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def cancel(self) -> None:
+        """Set the flag and interrupt the runs in progress (safe from any thread, e.g. a gRPC callback)."""
+        with self._lock:
+            self.cancelled = True
+            stops = list(self._stops)
+        for stop in stops:
+            stop()
+
+    def check(self) -> None:
+        """Raise ``RunCancelled`` if cancelled: call it before starting work."""
+        if self.cancelled:
+            raise RunCancelled("run cancelled: the call it served has ended")
+
+    @contextlib.contextmanager
+    def interrupts(self, stop: Callable[[], None]) -> Iterator[None]:
+        """While inside, ``cancel()`` calls ``stop`` (how a backend halts its run); checks the flag on entry."""
+        with self._lock:
+            self.check()
+            self._stops.append(stop)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._stops.remove(stop)
+
+
+class Stylizer(abc.ABC):
+    """A loaded model, whatever runs it: ``run`` on arrays, a call on one PIL image, ``warm_up``.
+
+    ``backend`` is "onnxruntime" or "torch"; ``device`` "cpu" or "cuda"; ``providers`` names what
+    executes the model (onnxruntime's execution providers, or ``torch:<device>``); ``metadata`` is
+    the dict stored with the model (style names, net config, training settings).
+    """
+
+    backend: str
+    device: str
+    providers: list[str]
+    style_names: list[str]
+    metadata: dict[str, Any]
+    min_side: int = MIN_SIDE
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray, style_weights: np.ndarray, *,
+            options: RunOptions | None = None) -> np.ndarray:
+        """float32 (B, 3, H, W) in [0, 1] -> the same shape; ``style_weights`` (B, N) or (N,), normalised.
+
+        Raises ``RunCancelled`` when ``options`` is cancelled before or during the run.
+        """
+
+    def __call__(self, image: Image.Image, style_weights: np.ndarray) -> Image.Image:
+        """Stylize one PIL image with (N,) style weights."""
+        return array_to_image(self.run(image_to_array(image), style_weights))
+
+    def warm_up(self, side: int = 64) -> None:
+        """Run once so the first real request does not pay for kernel selection and allocation."""
+        weights = np.full(len(self.style_names), 1.0 / len(self.style_names), dtype=np.float32)
+        self.run(np.full((1, 3, side, side), 0.5, dtype=np.float32), weights)
+
+
+def batch_weights(style_weights: np.ndarray, batch: int, num_styles: int) -> np.ndarray:
+    """(N,) or (B, N) weights as a new float32 (B, N) array, one row per image of the batch."""
+    w = np.asarray(style_weights, dtype=np.float32)
+    if w.ndim == 1:
+        w = w[None]
+    if w.ndim != 2 or w.shape[1] != num_styles or w.shape[0] not in (1, batch):
+        raise ValueError(f"style_weights must be ({num_styles},) or ({batch}, {num_styles}) for a batch of "
+                         f"{batch} on a {num_styles}-style model; got shape {np.shape(style_weights)}")
+    return np.array(np.broadcast_to(w, (batch, num_styles)))

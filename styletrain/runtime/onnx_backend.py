@@ -1,0 +1,150 @@
+"""Running exported ``.onnx`` models with onnxruntime: ``OnnxStylizer``, ``load_model``, ``read_metadata``.
+
+An exported model is one self-contained ``.onnx`` file (no external-data sidecar):
+
+- input ``image``: float32 RGB in [0, 1], NCHW, dynamic batch, height and width (sides >= 16);
+- input ``style_weights``: float32 (B, N), only for multi-style (conditional) nets; rows are
+  validated and normalised in Python (``styletrain.styles.style_weights``), never in the graph;
+- output ``output``: float32 RGB in [0, 1], same shape as ``image``;
+- metadata: ``metadata_props["styletrain"]`` is the checkpoint's metadata as JSON (style names,
+  net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity).
+
+Importable without torch: the server runs on this module alone. onnxruntime's own ``RunOptions``
+(terminate flag, arena shrinkage) stay in here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx.external_data_helper import uses_external_data
+
+from styletrain.errors import UserError
+from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
+
+log = logging.getLogger(__name__)
+
+IMAGE, WEIGHTS, OUTPUT = "image", "style_weights", "output"
+METADATA_KEY = "styletrain"
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read an exported model, refusing files that reference external data or lack our metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX model not found: {path}")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise UserError(f"could not read ONNX model {path}: {exc.__class__.__name__}: {exc}") from None
+    if any(uses_external_data(t) for t in _tensors(model.graph)):
+        raise UserError(f"{path} references external data files; styletrain only loads self-contained "
+                        "models (re-export it with `styletrain export`)")
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise UserError(f"{path} is not a styletrain export (no {METADATA_KEY!r} metadata); "
+                        "export it with `styletrain export`")
+    inputs = [i.name for i in model.graph.input]
+    if IMAGE not in inputs or [o.name for o in model.graph.output] != [OUTPUT]:
+        raise UserError(f"{path} has inputs {inputs}; expected {IMAGE!r} (and {WEIGHTS!r}) -> {OUTPUT!r}")
+    return model
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    """The styletrain metadata stored in an exported model."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return json.loads(props[METADATA_KEY])
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
+    """Every tensor stored in a graph: initializers and attribute tensors, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def default_providers(device: str | None = None) -> list[str]:
+    """Execution providers for ``device``: None is CUDA first when this build has it, CPU always."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" and CUDA not in available:
+        raise UserError(f"device 'cuda' needs onnxruntime-gpu; this onnxruntime has {available}")
+    return [p for p in (CUDA, CPU) if p in available]
+
+
+class OnnxStylizer(Stylizer):
+    """An exported model in one onnxruntime ``InferenceSession``.
+
+    ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). The memory
+    arena grows for every new image size unless told to shrink: with ``shrink_arena`` every run
+    gives back what it grew, so memory stays bounded over many sizes (measured in
+    ``benchmarks/bench_serving.py --memory``). ``run`` is thread-safe (sessions allow concurrent runs).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 *, memory_arena: bool = True, shrink_arena: bool = True) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        model = load_model(self.path)
+        self.metadata = read_metadata(model)
+        self.style_names = list(self.metadata["style_names"])
+        self.conditional = WEIGHTS in {i.name for i in model.graph.input}
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = memory_arena
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Built from the bytes we checked: nothing else (no external file) can be pulled in.
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                            providers=list(providers or default_providers()))
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if CUDA in self.providers else "cpu"
+        self._shrink = ";".join(device for provider, device in ((CPU, "cpu:0"), (CUDA, "gpu:0"))
+                                if memory_arena and shrink_arena and provider in self.providers)
+        log.debug("loaded %s (%s) on %s", self.path.name, ", ".join(self.style_names), self.providers)
+
+    def run(self, batch: np.ndarray, style_weights: np.ndarray, *,
+            options: RunOptions | None = None) -> np.ndarray:
+        images = np.ascontiguousarray(batch, dtype=np.float32)
+        weights = batch_weights(style_weights, images.shape[0], len(self.style_names))
+        feeds = {IMAGE: images, **({WEIGHTS: weights} if self.conditional else {})}
+        options = options or RunOptions()
+        run_options = self._run_options()
+        with options.interrupts(lambda: setattr(run_options, "terminate", True)):
+            try:
+                return self.session.run([OUTPUT], feeds, run_options)[0]
+            except Exception as exc:
+                if options.cancelled:
+                    raise RunCancelled(f"{self.path.name}: run stopped because the call ended") from exc
+                raise
+
+    def _run_options(self) -> Any:
+        """Fresh ``onnxruntime.RunOptions`` for one run, with arena shrinkage when enabled."""
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        if self._shrink:
+            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink)
+        return run_options
