@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/uv" ] || [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet uv >&2
-    "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" -e ".[dev]" >&2
+    "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" -e ".[dev,demo]" >&2
     touch "$venv/.complete"
 fi
 "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps -e . >&2
