@@ -3,7 +3,7 @@
 An exported model is one self-contained ``.onnx`` file (no external-data sidecar):
 
 - input ``image``: float32 RGB in [0, 1], NCHW, dynamic batch, height and width (sides >= 16);
-- input ``style_weights``: float32 (B, N), only for multi-style (conditional) nets; rows are
+- input ``style_weights``: float32 (B, N), only for multi-style nets (N > 1); rows are
   validated and normalised in Python (``styletrain.styles.style_weights``), never in the graph;
 - output ``output``: float32 RGB in [0, 1], same shape as ``image``;
 - metadata: ``metadata_props["styletrain"]`` is the checkpoint's metadata as JSON (style names,
@@ -18,6 +18,7 @@ runs such a model: the ``stylize`` command and the gRPC server both use it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from onnx.external_data_helper import uses_external_data
 from PIL import Image
 
 from styletrain.errors import UserError
+from styletrain.metadata import MIN_SIDE, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ DEFAULT_TOLERANCE = 1e-4
 """Largest allowed |onnxruntime - torch| on the [0, 1] output in the post-export parity check."""
 PARITY_SIZES = ((1, 37, 53), (2, 16, 29), (1, 64, 48))
 """(batch, height, width) of the random parity inputs: odd sides, the minimum side, a batch of 2."""
-MIN_SIDE = 16
-"""Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
 
 
 class ExportError(RuntimeError):
@@ -79,26 +79,27 @@ def export_onnx(
 
 def export_net(
     net: Any,
-    metadata: dict[str, Any],
+    metadata: ModelMetadata,
     output: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Path:
-    """Export a ``TransformerNet`` with its checkpoint ``metadata`` (needs ``style_names``)."""
+    """Export a ``TransformerNet`` with its checkpoint ``metadata``; the stored JSON is
+    ``metadata.to_dict()`` with the net's config and an ``export`` entry."""
     import torch
 
     output = Path(output)
-    style_names = list(metadata["style_names"])
-    if len(style_names) != net.num_styles:
-        raise ValueError(f"{len(style_names)} style names for a net with {net.num_styles} styles")
+    if metadata.num_styles != net.num_styles:
+        raise ValueError(f"{metadata.num_styles} style names for a net with {net.num_styles} styles")
+    metadata = dataclasses.replace(metadata, net=net.config())
     net = net.eval().float().cpu()
     batch, height, width = (torch.export.Dim(name, min=lo) for name, lo in
                             (("batch", 1), ("height", MIN_SIDE), ("width", MIN_SIDE)))
     image_dims = {0: batch, 2: height, 3: width}
     example = torch.rand(1, 3, 64, 64)
-    if net.conditional:
+    if net.num_styles > 1:
         args: tuple = (example, torch.full((1, net.num_styles), 1.0 / net.num_styles))
         names, dynamic = [IMAGE, WEIGHTS], {IMAGE: image_dims, WEIGHTS: {0: batch}}
     else:
@@ -113,7 +114,7 @@ def export_net(
     model = program.model_proto
     export_info: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo",
                                    "torch": torch.__version__, "onnx": onnx.__version__}
-    _set_metadata(model, {**metadata, "export": export_info})
+    _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -128,7 +129,7 @@ def export_net(
             tmp.write_bytes(model.SerializeToString())
             diff = check_parity(net, tmp, tolerance=tolerance)
             export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
-            _set_metadata(model, {**metadata, "export": export_info})
+            _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
         tmp.write_bytes(model.SerializeToString())
         umask = os.umask(0)
         os.umask(umask)
@@ -163,7 +164,7 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
         x = np.repeat(images, len(rows), axis=0)
         w = np.tile(rows, (batch, 1))
         with torch.inference_mode():
-            expected = net(torch.from_numpy(x), torch.from_numpy(w) if net.conditional else None).numpy()
+            expected = net(torch.from_numpy(x), torch.from_numpy(w)).numpy()
         got = stylizer.run(x, w)
         if got.shape != expected.shape:
             raise ExportError(f"onnx output shape {got.shape} != torch {expected.shape} at {height}x{width}")

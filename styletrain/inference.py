@@ -11,7 +11,7 @@ from PIL import Image
 
 from styletrain.checkpoint import load_transformer
 from styletrain.images import to_pil, to_tensor
-from styletrain.transformer import MIN_SIDE
+from styletrain.metadata import MIN_SIDE
 
 
 class Stylizer(Protocol):
@@ -32,13 +32,13 @@ class TorchStylizer:
         self.net, self.metadata = load_transformer(checkpoint)
         self.net.to(device)
         self.device = torch.device(device)
-        self.style_names = list(self.metadata["style_names"])
+        self.style_names = list(self.metadata.style_names)
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image, weights: np.ndarray) -> Image.Image:
         x = to_tensor(image).to(self.device)
         w = torch.as_tensor(weights, dtype=torch.float32, device=self.device).reshape(1, -1)
-        return to_pil(self.net(x, w if self.net.conditional else None))
+        return to_pil(self.net(x, w))
 
 
 def load_stylizer(path: str | Path) -> Stylizer:

@@ -39,7 +39,7 @@ class SampleGrid(Callback):
         for index in module.trained[:MAX_GRID_STYLES]:
             weights = torch.zeros(len(photos), len(module.style_names), device=module.device)
             weights[:, index] = 1
-            columns.append(net(photos, weights if net.conditional else None).float())
+            columns.append(net(photos, weights).float())
         net.train(was_training)
         grid = torch.stack(columns, dim=1).flatten(0, 1)
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ class PatchNet(nn.Module):
 
 def test_occlusion_finds_the_patch_that_drives_the_score() -> None:
     image = 0.6 + 0.4 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    attr = Occlusion(PatchNet()).attribute(image, target=0, window=8, stride=4)
+    attr = Occlusion(PatchNet(), window=8, stride=4).attribute(image, target=0)
     assert attr.shape == (1, 1, 64, 64)
     y, x = divmod(int(attr.flatten().argmax()), 64)
     assert 16 <= y < 24 and 40 <= x < 48
