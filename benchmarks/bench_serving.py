@@ -93,14 +93,14 @@ def make_model(args: argparse.Namespace, folder: Path) -> tuple[object, Path]:
     """The torch net and its ONNX export (random weights unless --checkpoint)."""
     from styletrain.checkpoint import load_transformer
     from styletrain.export import export_net
+    from styletrain.metadata import ModelMetadata
     from styletrain.transformer import TransformerNet
 
     if args.checkpoint:
         net, meta = load_transformer(args.checkpoint)
     else:
-        net = TransformerNet(args.styles, width=args.width, num_residuals=args.residuals,
-                             conditional=args.styles > 1).eval()
-        meta = {"style_names": [f"style{i}" for i in range(args.styles)]}
+        net = TransformerNet(args.styles, width=args.width, num_residuals=args.residuals).eval()
+        meta = ModelMetadata(style_names=[f"style{i}" for i in range(args.styles)])
     path = export_net(net, meta, folder / "bench.onnx", check=True)
     return net, path
 
@@ -141,7 +141,7 @@ def main() -> None:
         print(f"# onnxruntime providers: {stylizer.providers}")
         n = len(stylizer.style_names)
         weights = np.eye(n, dtype=np.float32)[0]
-        wt = torch.from_numpy(weights)[None] if net.conditional else None
+        wt = torch.from_numpy(weights)[None]
         server, port = create_server("127.0.0.1:0", Path(tmp), config=ServerConfig(threads=args.threads, max_concurrent=1))
         server.start()
         client = StyleClient(f"127.0.0.1:{port}", timeout=600)

@@ -10,7 +10,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from styletrain.checkpoint import read_checkpoint
+from styletrain.checkpoint import load_transformer
+
+NORM_KINDS = {"instance": "IN", "conditional_instance": "CIN"}
 
 
 def main() -> None:
@@ -22,15 +24,14 @@ def main() -> None:
     print("| model | styles | net | crops | style size | batch | steps | train time | hardware | recipe |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted(args.folder.glob("*.ckpt")):
-        m = read_checkpoint(path)["styletrain"]
-        net, data = m["net"], m.get("data", {})
-        kind = "CIN" if net["conditional"] else "IN"
-        seconds = m.get("train_seconds")
-        time = f"{seconds / 60:.0f} min" if seconds else "not recorded"
-        print(f"| `{path.stem}` | {len(m['style_names'])} | {kind}, width {net['width']}, "
-              f"{net['num_residuals']} res. | {data.get('image_size')} px | {m.get('style_size')} px | "
-              f"{data.get('batch_size')} | {m['global_step']} | {time} | {m.get('hardware', 'not recorded')} | "
-              f"`{m.get('recipe')}` |")
+        _, m = load_transformer(path)
+        net, data = m.net, m.data
+        kind = NORM_KINDS.get(net["norm"], net["norm"])
+        time = f"{m.train_seconds / 60:.0f} min" if m.train_seconds else "not recorded"
+        print(f"| `{path.stem}` | {m.num_styles} | {kind}, width {net['width']}, "
+              f"{net['num_residuals']} res. | {data.get('image_size')} px | {m.style_size} px | "
+              f"{data.get('batch_size')} | {m.global_step} | {time} | {m.hardware or 'not recorded'} | "
+              f"`{m.recipe}` |")
     if not args.evals:
         return
     print()

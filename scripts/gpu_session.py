@@ -109,6 +109,8 @@ def train(names: list[str], minutes: float, shared: Path, runs: Path, out: Path,
 
 def collect(names: list[str], runs: Path, out: Path) -> None:
     """Slim checkpoints (one file per model) and one archive of logs and the newest sample grids."""
+    import torch
+
     from styletrain.checkpoint import read_checkpoint, save_slim
 
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def collect(names: list[str], runs: Path, out: Path) -> None:
         for name in names:
             run = runs / name
             if (run / "last.ckpt").is_file():
-                save_slim(run / "last.ckpt", out / f"{name}.ckpt")
+                save_slim(run / "last.ckpt", out / f"{name}.ckpt", dtype=torch.float16)
                 meta = read_checkpoint(out / f"{name}.ckpt")["styletrain"]
                 print(f"{name}: step {meta['global_step']}, {meta.get('train_seconds', 0) / 60:.1f} min, "
                       f"{meta.get('hardware')}")

@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted), or a ``UserError`` if there are none."""
+def list_images(folder: str | Path, *, option: str = "--content-dir") -> list[Path]:
+    """Image files directly in ``folder`` (sorted), or a ``UserError`` naming the command-line
+    ``option`` to fix if the folder is missing or holds none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"content folder not found: {folder}")
+        raise UserError(f"photo folder not found: {folder}; point {option} at a folder of photos")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise UserError(f"no {'/'.join(FORMATS)} images in {folder}; point --content-dir at a folder of photos")
+        raise UserError(f"no {'/'.join(FORMATS)} images in {folder}; point {option} at a folder of photos")
     return files
 
 

@@ -11,6 +11,7 @@ reflect-pad-to-a-multiple-of-4 symbolic, so any size works.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import numpy as np
 import onnx
 
 from styletrain.errors import UserError
-from styletrain.runtime.base import MIN_SIDE
+from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
 
 log = logging.getLogger(__name__)
@@ -64,26 +65,27 @@ def export_onnx(
 
 def export_net(
     net: Any,
-    metadata: dict[str, Any],
+    metadata: ModelMetadata,
     output: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Path:
-    """Export a ``TransformerNet`` with its checkpoint ``metadata`` (needs ``style_names``)."""
+    """Export a ``TransformerNet`` with its checkpoint ``metadata``; the stored JSON is
+    ``metadata.to_dict()`` with the net's config and an ``export`` entry."""
     import torch
 
     output = Path(output)
-    style_names = list(metadata["style_names"])
-    if len(style_names) != net.num_styles:
-        raise ValueError(f"{len(style_names)} style names for a net with {net.num_styles} styles")
+    if metadata.num_styles != net.num_styles:
+        raise ValueError(f"{metadata.num_styles} style names for a net with {net.num_styles} styles")
+    metadata = dataclasses.replace(metadata, net=net.config())
     net = net.eval().float().cpu()
     batch, height, width = (torch.export.Dim(name, min=lo) for name, lo in
                             (("batch", 1), ("height", MIN_SIDE), ("width", MIN_SIDE)))
     image_dims = {0: batch, 2: height, 3: width}
     example = torch.rand(1, 3, 64, 64)
-    if net.conditional:
+    if net.num_styles > 1:
         args: tuple = (example, torch.full((1, net.num_styles), 1.0 / net.num_styles))
         names, dynamic = [IMAGE, WEIGHTS], {IMAGE: image_dims, WEIGHTS: {0: batch}}
     else:
@@ -98,7 +100,7 @@ def export_net(
     model = program.model_proto
     export_info: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo",
                                    "torch": torch.__version__, "onnx": onnx.__version__}
-    _set_metadata(model, {**metadata, "export": export_info})
+    _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -113,7 +115,7 @@ def export_net(
             tmp.write_bytes(model.SerializeToString())
             diff = check_parity(net, tmp, tolerance=tolerance)
             export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
-            _set_metadata(model, {**metadata, "export": export_info})
+            _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
         tmp.write_bytes(model.SerializeToString())
         umask = os.umask(0)
         os.umask(umask)

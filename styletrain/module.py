@@ -7,6 +7,7 @@ training only their new scale/shift rows, every convolution and old row frozen (
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -19,12 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styletrain import __version__
-from styletrain.checkpoint import FORMAT_VERSION, load_transformer
+from styletrain.checkpoint import load_transformer
 from styletrain.errors import UserError
 from styletrain.images import open_image, resize_side, to_tensor
 from styletrain.losses import LossConfig, LossTerms, PerceptualLoss
+from styletrain.metadata import ModelMetadata
 from styletrain.styles import style_name
-from styletrain.transformer import ConditionalInstanceNorm2d, TransformerNet
+from styletrain.transformer import TransformerNet
+
+DEFAULT_LOSS = LossConfig()
 
 
 class StyleTransferModule(L.LightningModule):
@@ -42,12 +46,12 @@ class StyleTransferModule(L.LightningModule):
         width: int = 32,
         num_residuals: int = 5,
         lr: float = 1e-3,
-        content_weight: float = 1.0,
-        style_weight: float = 5.0,
-        tv_weight: float = 1e-5,
-        content_layer: str = "relu3_3",
-        style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
-        vgg_arch: str = "vgg16",
+        content_weight: float = DEFAULT_LOSS.content_weight,
+        style_weight: float = DEFAULT_LOSS.style_weight,
+        tv_weight: float = DEFAULT_LOSS.tv_weight,
+        content_layer: str = DEFAULT_LOSS.content_layer,
+        style_layers: Sequence[str] = DEFAULT_LOSS.style_layers,
+        vgg_arch: str = DEFAULT_LOSS.arch,
         vgg_weights: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -68,7 +72,7 @@ class StyleTransferModule(L.LightningModule):
             self.net = TransformerNet(len(new_names), width=width, num_residuals=num_residuals)
         else:
             self.net, meta = self._extend(base_checkpoint, len(new_names))
-            self.style_names = list(meta["style_names"]) + new_names
+            self.style_names = meta.style_names + new_names
         if len(set(self.style_names)) != len(self.style_names):
             raise UserError(f"style names must be unique (they come from file names); got {self.style_names}")
         # indices (in the net) of the styles this run trains, in the order of ``style_images``
@@ -82,28 +86,15 @@ class StyleTransferModule(L.LightningModule):
             self.net.compile()  # in place: parameter names (and checkpoints) stay the same
 
     @staticmethod
-    def _extend(base: str, extra: int) -> tuple[TransformerNet, dict[str, Any]]:
-        """The base net with ``extra`` new style rows; only those rows will receive gradients."""
-        old, meta = load_transformer(base)
-        if not old.conditional:
-            raise UserError(f"--base {base} is a single-style net; new styles can only be added to a multi-style net")
-        net = TransformerNet(old.num_styles + extra, width=old.width, num_residuals=old.num_residuals,
-                             conditional=True)
-        n_old = old.num_styles
-        state = old.state_dict()
-        for name, module in net.named_modules():
-            if isinstance(module, ConditionalInstanceNorm2d):
-                for param in ("scale", "shift"):
-                    rows = state[f"{name}.{param}"]
-                    state[f"{name}.{param}"] = torch.cat([rows, rows.mean(0, keepdim=True).expand(extra, -1)])
-        net.load_state_dict(state)
-        net.requires_grad_(False)
-        for module in net.modules():
-            if isinstance(module, ConditionalInstanceNorm2d):
-                for p in (module.scale, module.shift):
-                    p.requires_grad_(True)
-                    p.register_hook(lambda g: torch.cat([torch.zeros_like(g[:n_old]), g[n_old:]]))
-        return net, meta
+    def _extend(base: str, extra: int) -> tuple[TransformerNet, ModelMetadata]:
+        """The base net grown by ``extra`` styles; only their new rows will receive gradients."""
+        net, meta = load_transformer(base)
+        try:
+            net.add_styles(extra)
+        except ValueError:
+            raise UserError(f"--base {base} is a single-style net; new styles can only be added to a "
+                            "multi-style net") from None
+        return net.train(), meta
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -155,11 +146,10 @@ class StyleTransferModule(L.LightningModule):
         net_w, loss_w = self._style_choice(batch.shape[0], stage)
         loss = self.perceptual_loss
         content_features = loss.content_features(batch)
-        output = self.net(batch, net_w if self.net.conditional else None)
+        output = self.net(batch, net_w)
         terms = loss(output, loss_w, content_features=content_features)
         self.log_dict(
-            {f"{stage}/content_loss": terms.content, f"{stage}/style_loss": terms.style,
-             f"{stage}/tv_loss": terms.tv},
+            {f"{stage}/{name}_loss": value for name, value in terms.items()},
             on_step=stage == "train", on_epoch=stage != "train", batch_size=batch.shape[0], sync_dist=stage != "train",
         )
         self.log(f"{stage}/loss", terms.total, prog_bar=True, on_step=stage == "train",
@@ -180,22 +170,19 @@ class StyleTransferModule(L.LightningModule):
         return torch.optim.Adam(params, lr=self.hparams.lr)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> ModelMetadata:
         """What a checkpoint or exported model says about itself (read by ``load_transformer``)."""
         hp = self.hparams
         data = {}
         if self._trainer is not None and self.trainer.datamodule is not None:
             data = {k: v for k, v in self.trainer.datamodule.hparams.items() if k != "content_dir"}
             data["content_dir"] = str(self.trainer.datamodule.hparams.content_dir)
-        return {
-            "format": "styletrain", "version": FORMAT_VERSION, "styletrain_version": __version__,
-            "style_names": list(self.style_names), "net": self.net.config(),
-            "loss": self.loss_config.to_dict() | {"style_layers": list(self.loss_config.style_layers)},
-            "style_images": [str(p) for p in hp.style_images], "style_size": hp.style_size,
-            "lr": hp.lr, "vgg_weights": str(hp.vgg_weights) if hp.vgg_weights else None,
-            "base_checkpoint": hp.base_checkpoint, "recipe": hp.recipe, "data": data,
-            "global_step": int(self.global_step),
-        }
+        return ModelMetadata(
+            style_names=list(self.style_names), net=self.net.config(), loss=self.loss_config.to_dict(),
+            style_images=[str(p) for p in hp.style_images], style_size=hp.style_size, lr=hp.lr,
+            vgg_weights=str(hp.vgg_weights) if hp.vgg_weights else None, base_checkpoint=hp.base_checkpoint,
+            recipe=hp.recipe, data=data, global_step=int(self.global_step), styletrain_version=__version__,
+        )
 
     def on_train_start(self) -> None:
         self._run_start = time.monotonic()
@@ -206,8 +193,9 @@ class StyleTransferModule(L.LightningModule):
         return self._seconds_before + current
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["styletrain"] = self.metadata() | {"train_seconds": round(self.train_seconds(), 1),
-                                                      "hardware": hardware()}
+        meta = dataclasses.replace(self.metadata(), train_seconds=round(self.train_seconds(), 1),
+                                   hardware=hardware())
+        checkpoint["styletrain"] = meta.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._seconds_before = float(checkpoint.get("styletrain", {}).get("train_seconds", 0.0))

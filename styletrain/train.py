@@ -41,7 +41,7 @@ class SampleGrid(Callback):
         for index in module.trained[:MAX_GRID_STYLES]:
             weights = torch.zeros(len(photos), len(module.style_names), device=module.device)
             weights[:, index] = 1
-            columns.append(net(photos, weights if net.conditional else None).float())
+            columns.append(net(photos, weights).float())
         net.train(was_training)
         grid = torch.stack(columns, dim=1).flatten(0, 1)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -128,8 +128,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
 def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
     """Start from a checkpoint's net weights; it must hold the same styles and net config."""
     net, meta = load_transformer(path)
-    if list(meta["style_names"]) != list(module.style_names) or net.config() != module.net.config():
-        raise UserError(f"--init-from {path} holds {meta['style_names']} with net {net.config()}; this run "
+    if list(meta.style_names) != list(module.style_names) or net.config() != module.net.config():
+        raise UserError(f"--init-from {path} holds {meta.style_names} with net {net.config()}; this run "
                         f"trains {module.style_names} with net {module.net.config()}")
     module.net.load_state_dict(net.state_dict())
-    log.info("starting from the weights of %s (step %s there)", path, meta.get("global_step"))
+    log.info("starting from the weights of %s (step %s there)", path, meta.global_step)

@@ -50,6 +50,19 @@ def layer_names(arch: str = "vgg16") -> list[str]:
     return names
 
 
+def check_layers(layers: Iterable[str], arch: str = "vgg16") -> tuple[str, ...]:
+    """The layer names, each once and in order; a ``UserError`` naming the choices for unknown ones.
+
+    The one place layer names are validated: the loss network, the reference tools and the CLI.
+    """
+    names = layer_names(arch)
+    layers = tuple(dict.fromkeys(layers))
+    unknown = [name for name in layers if name not in names]
+    if unknown or not layers:
+        raise UserError(f"unknown {arch} layer(s) {unknown}; choose from {names}")
+    return layers
+
+
 def _config(arch: str) -> list:
     if arch not in _CONFIGS:
         raise UserError(f"unknown VGG architecture {arch!r}; choose one of {sorted(_CONFIGS)}")
@@ -144,11 +157,8 @@ class LossNetwork(nn.Module):
         pooling: str = "max",
     ) -> None:
         super().__init__()
+        self.layers = check_layers(layers, arch)
         names = layer_names(arch)
-        self.layers = tuple(dict.fromkeys(layers))
-        unknown = [name for name in self.layers if name not in names]
-        if unknown or not self.layers:
-            raise UserError(f"unknown {arch} layer(s) {unknown}; choose from {names}")
         self.arch = arch
         self._index = {name: names.index(name) for name in self.layers}
         self._names = names

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from styletrain.checkpoint import save_transformer
+from styletrain.metadata import ModelMetadata
 from styletrain.transformer import TransformerNet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -29,12 +30,11 @@ def make_checkpoint(path: Path, style_names: list[str], *, width: int = 4, num_r
     """A tiny untrained net saved in styletrain's checkpoint format, with non-trivial norm rows."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = TransformerNet(len(style_names), width=width, num_residuals=num_residuals,
-                             conditional=len(style_names) > 1)
+        net = TransformerNet(len(style_names), width=width, num_residuals=num_residuals)
         for name, param in net.named_parameters():
             if name.endswith(("scale", "shift", "norm.weight", "norm.bias")):
                 param.data.uniform_(-1.0, 1.5)
-    return save_transformer(net, {"style_names": style_names}, path)
+    return save_transformer(net, ModelMetadata(style_names=style_names), path)
 
 
 def write_images(folder: Path, count: int, size: int = 48, seed: int = 0) -> list[Path]:

@@ -10,7 +10,7 @@ from styletrain.errors import UserError
 def test_empty_or_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no JPEG/PNG/WEBP images"):
         list_images(tmp_path)
-    with pytest.raises(UserError, match="content folder not found"):
+    with pytest.raises(UserError, match="photo folder not found: .*; point --content-dir at a folder of photos"):
         list_images(tmp_path / "nope")
 
 

@@ -1,12 +1,13 @@
 """Gram, TV and perceptual-loss maths against naive loops."""
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from styletrain.losses import LossConfig, PerceptualLoss, gram_matrix, total_variation
+from styletrain.losses import LossConfig, LossInputs, LossTerm, PerceptualLoss, gram_matrix, total_variation
 from styletrain.vgg import LossNetwork
 
 
@@ -50,10 +51,51 @@ def test_perceptual_loss_terms_match_hand_computation():
         targets = [gram_matrix(vgg(s)[layer])[0] for s in styles]
         per_sample = [weights[b, 0] * targets[0] + weights[b, 1] * targets[1] for b in range(2)]
         expected_style += lw * F.mse_loss(gram_matrix(out_f[layer]), torch.stack(per_sample))
-    assert terms.content.item() == pytest.approx(expected_content.item(), rel=1e-5)
-    assert terms.style.item() == pytest.approx(3.0 * expected_style.item(), rel=1e-5)
-    assert terms.tv.item() == pytest.approx(1e-6 * total_variation(output).item(), rel=1e-5)
-    assert terms.total.item() == pytest.approx((terms.content + terms.style + terms.tv).item())
+    assert list(terms) == ["content", "style", "tv"]
+    assert terms["content"].item() == pytest.approx(expected_content.item(), rel=1e-5)
+    assert terms["style"].item() == pytest.approx(3.0 * expected_style.item(), rel=1e-5)
+    assert terms["tv"].item() == pytest.approx(1e-6 * total_variation(output).item(), rel=1e-5)
+    assert terms.total.item() == pytest.approx(sum(terms.values()).item())
+    assert terms.as_floats() == pytest.approx({**{k: v.item() for k, v in terms.items()}, "total": terms.total.item()})
+    texture = loss(output, weights, use_content=False)
+    assert list(texture) == ["style", "tv"] and texture["style"] == terms["style"]
+
+
+class Brightness(LossTerm):
+    """A made-up term: how far the output's mean is from mid-grey."""
+
+    name = "brightness"
+
+    def forward(self, inputs: LossInputs):
+        return self.weight * (inputs.image.mean() - 0.5).abs()
+
+
+@dataclass(frozen=True)
+class BrightConfig(LossConfig):
+    brightness_weight: float = 2.0
+
+    def terms(self):
+        return [*super().terms(), Brightness(self.brightness_weight)]
+
+
+def test_a_term_added_to_the_config_is_reported_and_minimised():
+    config = BrightConfig(content_layer="relu1_2", style_layers=("relu1_1",))
+    loss = PerceptualLoss(config, [torch.rand(1, 3, 16, 16)], weights="random")
+    output = torch.full((1, 3, 16, 16), 0.8)
+    terms = loss(output, torch.ones(1, 1), content=torch.rand(1, 3, 16, 16))
+    assert list(terms) == ["content", "style", "tv", "brightness"]
+    assert terms["brightness"].item() == pytest.approx(2.0 * 0.3)
+    assert terms.total.item() == pytest.approx(sum(v.item() for v in terms.values()))
+    assert BrightConfig().to_dict()["brightness_weight"] == 2.0
+
+
+def test_loss_config_round_trips_through_the_checkpoint_form():
+    config = LossConfig(style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 0.5), style_weight=3.0)
+    stored = config.to_dict()
+    assert stored["style_layers"] == ["relu1_1", "relu2_1"] and stored["style_layer_weights"] == [1.0, 0.5]
+    assert LossConfig.from_dict(stored) == config
+    with pytest.raises(ValueError, match="do not fit this styletrain"):
+        LossConfig.from_dict({**stored, "colour_weight": 1.0})
 
 
 def test_loss_config_rejects_bad_settings():

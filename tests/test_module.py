@@ -2,10 +2,8 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from support import DATA, needs_data, write_images
 from styletrain.checkpoint import load_transformer, read_checkpoint
@@ -65,14 +63,23 @@ def test_resumes_from_last_checkpoint(tmp_path, photos):
     assert (tmp_path / "run" / "samples").is_dir()
 
 
-def test_multi_style_batches_sample_one_hot_styles(tmp_path):
+def test_multi_style_training_teaches_every_style(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 3, seed=2)
     module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
-    assert module.net.conditional and module.style_names == ["img0", "img1", "img2"]
-    torch.manual_seed(0)
-    net_w, loss_w = module._style_choice(64, "train")
-    assert torch.equal(net_w, loss_w) and torch.all(net_w.sum(1) == 1)
-    assert set(net_w.argmax(1).tolist()) == {0, 1, 2}
+    assert module.style_names == ["img0", "img1", "img2"] and module.net.num_styles == 3
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    net, meta = load_transformer(fit(module, data, tmp_path / "run", quick(8)))
+    assert meta.style_names == ["img0", "img1", "img2"] and meta.net["norm"] == "conditional_instance"
+    scale = net.norm_layers()[0].scale
+    for k in range(3):  # each style's row started at 1 and has been trained
+        assert not torch.equal(scale[k], torch.ones_like(scale[k])), f"style {k} never trained"
+    x = torch.rand(1, 3, 32, 32)
+    outputs = [net(x, torch.eye(3)[k:k + 1]) for k in range(3)]
+    assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
+    (log,) = (tmp_path / "run" / "logs").glob("*/metrics.csv")
+    columns = set(log.read_text().splitlines()[0].split(","))
+    assert {f"{stage}/{name}" for stage in ("train", "val")
+            for name in ("loss", "content_loss", "style_loss", "tv_loss")} <= columns
 
 
 def test_adding_a_style_keeps_old_styles_bit_identical(tmp_path, photos):
@@ -84,7 +91,7 @@ def test_adding_a_style_keeps_old_styles_bit_identical(tmp_path, photos):
                    data(), tmp_path / "extended", quick(4))
     old, _ = load_transformer(base)
     new, meta = load_transformer(extended)
-    assert meta["style_names"] == ["img0", "img1", "img2"] and new.num_styles == 3
+    assert meta.style_names == ["img0", "img1", "img2"] and new.num_styles == 3
     x = torch.rand(1, 3, 40, 36)
     for k in range(2):
         w_old, w_new = torch.eye(2)[k:k + 1], torch.eye(3)[k:k + 1]

@@ -11,8 +11,10 @@ from styletrain.styles import parse_blend, style_name, style_weights
 NAMES = ["candy", "mosaic", "udnie"]
 
 
-def test_style_named_after_file_stem():
-    assert style_name("../shared/data/styles/the_scream.jpg") == "the_scream"
+def test_a_style_is_chosen_by_the_name_of_its_image_file():
+    names = [style_name(p) for p in ("../shared/data/styles/the_scream.jpg", "art/seated-nude.png")]
+    np.testing.assert_array_equal(style_weights(names, style="the_scream"), [1, 0])
+    np.testing.assert_allclose(style_weights(names, blend=parse_blend("seated-nude=3,the_scream=1")), [0.25, 0.75])
 
 
 def test_parse_blend():

@@ -1,10 +1,12 @@
-"""The transformer net and conditional instance norm."""
+"""The transformer net, its norm layers by name, and growing a multi-style net."""
 
 import pytest
 import torch
 from torch import nn
 
-from styletrain.transformer import ConditionalInstanceNorm2d, TransformerNet
+from styletrain.checkpoint import load_transformer, save_transformer
+from styletrain.metadata import ModelMetadata
+from styletrain.transformer import NORMS, ConditionalInstanceNorm2d, TransformerNet, register_norm
 
 
 def test_cin_one_hot_equals_instance_norm_with_that_styles_affine():
@@ -75,12 +77,103 @@ def test_multi_style_net_needs_weights_and_blends_per_sample():
     torch.testing.assert_close(net(x, torch.tensor([[1.0, 0, 0]])), net(x, torch.tensor([[1.0, 0, 0]]).expand(2, -1)))
 
 
-def test_small_variant_is_cheaper():
-    params = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
-    assert params(TransformerNet(width=16)) < params(TransformerNet()) / 3
+def test_single_style_net_takes_or_ignores_weights():
+    torch.manual_seed(0)
+    net = TransformerNet(width=4, num_residuals=1).eval()
+    x = torch.rand(2, 3, 20, 24)
+    torch.testing.assert_close(net(x, torch.ones(2, 1)), net(x))
+    torch.testing.assert_close(net(x, torch.ones(1, 1)), net(x))
+    with pytest.raises(ValueError, match="1 columns"):
+        net(x, torch.ones(2, 3))
 
 
-def test_no_transposed_convolutions_or_batch_norm():
-    kinds = {type(m) for m in TransformerNet(2).modules()}
-    assert nn.ConvTranspose2d not in kinds and nn.BatchNorm2d not in kinds
-    assert all(not m.track_running_stats for m in TransformerNet().modules() if isinstance(m, nn.InstanceNorm2d))
+def test_each_output_depends_only_on_its_own_input():
+    """Instance norm, no batch statistics: a photo's stylization is the same alone, in any batch,
+    and in training and eval mode (apart from eval's clamp), so batched serving cannot change it."""
+    torch.manual_seed(0)
+    for net in (TransformerNet(width=4, num_residuals=1), TransformerNet(3, width=4, num_residuals=1)):
+        x = torch.rand(3, 3, 24, 20)
+        w = torch.eye(net.num_styles)[[0, -1, 0]]
+        with torch.no_grad():
+            alone = net.eval()(x[1:2], w[1:2])
+            torch.testing.assert_close(net(x, w)[1:2], alone)
+            torch.testing.assert_close(net.train()(x, w)[1:2].clamp(0, 1), alone)
+
+
+def test_config_rebuilds_the_same_net():
+    torch.manual_seed(0)
+    for net in (TransformerNet(width=8, num_residuals=2), TransformerNet(4, width=4, num_residuals=0)):
+        copy = TransformerNet(**net.config())
+        copy.load_state_dict(net.state_dict())
+        x, w = torch.rand(1, 3, 16, 16), torch.eye(net.num_styles)[:1]
+        torch.testing.assert_close(copy.eval()(x, w), net.eval()(x, w))
+
+
+def test_old_conditional_configs_build_the_same_net():
+    for conditional, num_styles, norm in ((False, 1, "instance"), (True, 3, "conditional_instance")):
+        old = TransformerNet(num_styles, width=4, num_residuals=1, conditional=conditional)
+        new = TransformerNet(num_styles, width=4, num_residuals=1, norm=norm)
+        assert old.config() == new.config() == {"num_styles": num_styles, "width": 4, "num_residuals": 1, "norm": norm}
+        assert {k: v.shape for k, v in old.state_dict().items()} == {k: v.shape for k, v in new.state_dict().items()}
+    with pytest.raises(ValueError, match="contradicts"):
+        TransformerNet(3, norm="conditional_instance", conditional=False)
+
+
+def test_unknown_norm_and_too_many_styles_for_instance_norm():
+    with pytest.raises(ValueError, match="unknown norm 'batch'; choose from"):
+        TransformerNet(norm="batch")
+    with pytest.raises(ValueError, match="an instance-norm net has one style; got num_styles=2"):
+        TransformerNet(2, norm="instance")
+
+
+@pytest.fixture
+def scaled_norm():
+    """A norm registered for one test: instance norm whose output is scaled by the style weights' sum."""
+
+    @register_norm("test_scaled")
+    class ScaledNorm(nn.Module):
+        def __init__(self, num_features: int, num_styles: int) -> None:
+            super().__init__()
+            self.norm = nn.InstanceNorm2d(num_features, affine=True)
+
+        def forward(self, x, style_weights=None):
+            scale = 1.0 if style_weights is None else style_weights.sum(1)[:, None, None, None]
+            return self.norm(x) * scale
+
+    yield "test_scaled"
+    del NORMS["test_scaled"]
+
+
+def test_a_registered_norm_works_without_touching_callers(scaled_norm, tmp_path):
+    torch.manual_seed(0)
+    net = TransformerNet(2, width=4, num_residuals=1, norm=scaled_norm).eval()
+    x = torch.rand(1, 3, 20, 20)
+    assert not torch.allclose(net(x, torch.tensor([[1.0, 0.0]])), net(x, torch.tensor([[0.3, 0.2]])))
+    path = save_transformer(net, ModelMetadata(style_names=["a", "b"]), tmp_path / "net.ckpt")
+    loaded, meta = load_transformer(path)
+    assert meta.net["norm"] == scaled_norm
+    torch.testing.assert_close(loaded(x, torch.tensor([[0.3, 0.2]])), net(x, torch.tensor([[0.3, 0.2]])))
+
+
+def test_adding_styles_keeps_old_rows_and_trains_only_new_ones():
+    torch.manual_seed(0)
+    net = TransformerNet(2, width=4, num_residuals=1)
+    for p in net.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(2, 3, 20, 20)
+    before = net.eval()(x, torch.eye(2)).detach()
+    net.add_styles(1)
+    assert net.num_styles == 3 and net.config()["num_styles"] == 3
+    torch.testing.assert_close(net(x, torch.eye(3)[:2]), before, rtol=0, atol=0)
+    norm = net.norm_layers()[0]
+    torch.testing.assert_close(norm.scale[2], norm.scale[:2].mean(0))
+    net.train()
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        net(x, torch.tensor([[0.0, 0.0, 1.0], [0.5, 0.0, 0.5]])).square().mean().backward()
+        optimizer.step()
+    torch.testing.assert_close(net.eval()(x, torch.eye(3)[:2]), before, rtol=0, atol=0)
+    assert not torch.equal(norm.scale[2], norm.scale[:2].mean(0))
+    with pytest.raises(ValueError, match="cannot learn new styles"):
+        TransformerNet(width=4, num_residuals=1).add_styles(1)

@@ -1,9 +1,13 @@
-"""argparse value types shared by the commands: numbers with a lower bound, checked at parse time."""
+"""argparse value types and options shared by the commands: bounded numbers, checked at parse time,
+and the loss options with ``LossConfig``'s defaults."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
+
+from styletrain.loss_config import LossConfig
 
 
 def _number(kind: type, accept: Callable[[float], bool], rule: str) -> Callable[[str], float]:
@@ -27,3 +31,24 @@ def positive(kind: type = int) -> Callable[[str], float]:
 def non_negative(kind: type = float) -> Callable[[str], float]:
     """argparse type: a number of at least 0."""
     return _number(kind, lambda v: v >= 0, "at least 0")
+
+
+def add_loss_options(p: argparse.ArgumentParser) -> None:
+    """The loss weights and layers, with ``LossConfig``'s defaults (read them with ``loss_settings``)."""
+    defaults = LossConfig()
+    p.add_argument("--content-weight", type=non_negative(), default=defaults.content_weight)
+    p.add_argument("--style-weight", type=non_negative(), default=defaults.style_weight)
+    p.add_argument("--tv-weight", type=non_negative(), default=defaults.tv_weight)
+    p.add_argument("--content-layer", default=defaults.content_layer)
+    p.add_argument("--style-layers", default=",".join(defaults.style_layers))
+
+
+def style_layers(text: str) -> list[str]:
+    """Comma-separated layer names (from the command line or a recipe) as a list."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def loss_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``LossConfig`` keywords given by ``add_loss_options``' options."""
+    return {"content_layer": args.content_layer, "style_layers": style_layers(args.style_layers),
+            "content_weight": args.content_weight, "style_weight": args.style_weight, "tv_weight": args.tv_weight}

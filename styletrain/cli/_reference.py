@@ -36,7 +36,7 @@ def ints(text: str) -> list[int]:
 def load_image(path: str | Path, size: int | None):
     """An input image as a (1, 3, H, W) tensor, its longer side shrunk to ``size``."""
     from styletrain.images import load_tensor
-    from styletrain.reference.gatys import MIN_SIDE
+    from styletrain.metadata import MIN_SIDE
 
     image = load_tensor(path, max_side=size)
     if min(image.shape[-2:]) < MIN_SIDE:

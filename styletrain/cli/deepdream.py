@@ -23,12 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from styletrain.images import check_output_path
     from styletrain.reference.deepdream import deepdream
-    from styletrain.vgg import LossNetwork, layer_names
-    from styletrain.errors import UserError
+    from styletrain.vgg import LossNetwork, check_layers
 
     check_output_path(args.output)
-    if args.layer not in layer_names():
-        raise UserError(f"unknown layer {args.layer!r}; choose from {layer_names()}")
+    check_layers([args.layer])
     image = load_image(args.input, args.size)
     network = LossNetwork([args.layer], weights=args.vgg_weights)
     result = deepdream(image, args.layer, channel=args.channel, octaves=args.octaves,

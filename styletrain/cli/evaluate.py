@@ -28,12 +28,13 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from styletrain.data import list_images
     from styletrain.images import check_output_path
-    from styletrain.reference.evaluate import evaluate, format_table, grid, image_files
+    from styletrain.reference.evaluate import evaluate, format_table, grid
 
     if args.grid:
         check_output_path(args.grid)
-    photos = image_files(args.content_dir)[: args.limit]
+    photos = list_images(args.content_dir)[: args.limit]
     rows = evaluate(args.checkpoint, photos, styles=args.style, steps=args.steps, size=args.size,
                     style_dir=args.style_dir, weights=args.vgg_weights, device=args.device,
                     progress=not args.no_progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from styletrain.cli._args import add_loss_options, loss_settings
 from styletrain.cli._reference import add_common, floats, load_image, non_negative, positive, save
 
 
@@ -20,11 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     p.add_argument("--lr", type=positive(float), help="learning rate (default: 1 for L-BFGS, 0.02 for Adam)")
     p.add_argument("--init", choices=("content", "noise", "style"), default="content")
-    p.add_argument("--content-weight", type=non_negative(), default=1.0)
-    p.add_argument("--style-weight", type=non_negative(), default=5.0)
-    p.add_argument("--tv-weight", type=non_negative(), default=1e-5)
-    p.add_argument("--content-layer", default="relu3_3")
-    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3,relu4_3")
+    add_loss_options(p)
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--style-scale", type=positive(float), default=1.0,
                        help="style image's longer side as a multiple of the output's (default 1)")
@@ -41,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.reference.gatys import stylize
 
     check_output_path(args.output)
-    config = LossConfig(content_layer=args.content_layer, style_layers=tuple(args.style_layers.split(",")),
-                        content_weight=args.content_weight, style_weight=args.style_weight,
-                        tv_weight=args.tv_weight)
+    config = LossConfig(**loss_settings(args))
     content = load_image(args.content, args.size)
     styles = [load_tensor(path, max_side=2048) for path in args.style]
     result = stylize(content, styles, style_weights=args.style_weights, config=config, steps=args.steps,

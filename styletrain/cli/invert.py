@@ -23,17 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styletrain.errors import UserError
     from styletrain.images import check_output_path
     from styletrain.reference.display import hstack
     from styletrain.reference.inversion import invert_layers
-    from styletrain.vgg import LossNetwork, layer_names
+    from styletrain.vgg import LossNetwork, check_layers
 
     check_output_path(args.output)
     layers = args.layer or ["relu2_2", "relu3_3", "relu4_3"]
-    unknown = [name for name in layers if name not in layer_names()]
-    if unknown:
-        raise UserError(f"unknown layer(s) {unknown}; choose from {layer_names()}")
+    check_layers(layers)
     image = load_image(args.input, args.size)
     network = LossNetwork(layers, weights=args.vgg_weights)
     results = invert_layers(image, layers, network=network, steps=args.steps, optimizer=args.optimizer,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from styletrain.cli._args import style_layers
 from styletrain.cli._reference import add_common, floats, non_negative, positive, save
+from styletrain.loss_config import LossConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,18 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=non_negative(int), default=100, help="optimiser steps per scale (default 100)")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     p.add_argument("--lr", type=positive(float))
-    p.add_argument("--tv-weight", type=non_negative(), default=1e-5)
-    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3,relu4_3")
+    p.add_argument("--tv-weight", type=non_negative(), default=LossConfig.tv_weight)
+    p.add_argument("--style-layers", default=",".join(LossConfig.style_layers))
     p.add_argument("--scales", type=positive(), default=1, help="coarse-to-fine resolutions (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     from styletrain.images import check_output_path, load_tensor
-    from styletrain.losses import LossConfig
     from styletrain.reference.gatys import synthesize
 
     check_output_path(args.output)
-    layers = tuple(args.style_layers.split(","))
+    layers = style_layers(args.style_layers)
     config = LossConfig(content_layer=layers[-1], style_layers=layers, tv_weight=args.tv_weight)
     styles = [load_tensor(path, max_side=2048) for path in args.style]
     size = (args.height or args.size, args.width or args.size)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from styletrain.cli._args import non_negative, positive
+from styletrain.cli._args import add_loss_options, loss_settings, non_negative, positive
 from styletrain.errors import UserError
+from styletrain.loss_config import LossConfig
 
 REQUIRED = ("style", "content_dir", "out")
 
@@ -33,12 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "multi-style runs with small batches, where a spike can collapse the net)")
     p.add_argument("--width", type=positive(), default=32, help="channels of the first layer (16: small, fast net)")
     p.add_argument("--num-residuals", type=non_negative(int), default=5)
-    p.add_argument("--content-weight", type=non_negative(), default=1.0)
-    p.add_argument("--style-weight", type=non_negative(), default=5.0)
-    p.add_argument("--tv-weight", type=non_negative(), default=1e-5)
-    p.add_argument("--content-layer", default="relu3_3")
-    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3,relu4_3")
-    p.add_argument("--vgg-arch", choices=("vgg16", "vgg19"), default="vgg16")
+    add_loss_options(p)
+    p.add_argument("--vgg-arch", choices=("vgg16", "vgg19"), default=LossConfig.arch)
     p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: $STYLETRAIN_VGG_WEIGHTS, "
                    "else torchvision's ImageNet weights); 'random' only for experiments")
     p.add_argument("--val-every", type=positive(), default=500, help="validate and write a sample grid every N steps")
@@ -103,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     gpu = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     module = StyleTransferModule(
         [str(p) for p in args.style], style_size=args.style_size, width=args.width,
-        num_residuals=args.num_residuals, lr=args.lr, content_weight=args.content_weight,
-        style_weight=args.style_weight, tv_weight=args.tv_weight, content_layer=args.content_layer,
-        style_layers=[s.strip() for s in args.style_layers.split(",")], vgg_arch=args.vgg_arch,
+        num_residuals=args.num_residuals, lr=args.lr, **loss_settings(args), vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
         channels_last=gpu if args.channels_last is None else args.channels_last, compile=args.compile,
         base_checkpoint=args.base, recipe=str(args.config) if args.config else None,

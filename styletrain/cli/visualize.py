@@ -36,25 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styletrain.errors import UserError
+    from styletrain.data import list_images
     from styletrain.images import check_output_path, load_tensor
     from styletrain.reference import visualize as vis
     from styletrain.reference.display import hstack, vstack
-    from styletrain.reference.evaluate import image_files
     from styletrain.reference.layers import check_layer
-    from styletrain.vgg import LossNetwork, layer_names
+    from styletrain.vgg import LossNetwork, check_layers
 
     check_output_path(args.output)
     if args.filters:
         save(vis.filter_grid(LossNetwork(["conv1_1"], weights=args.vgg_weights)), args.output)
         return 0
-    if args.layer not in layer_names():
-        raise UserError(f"unknown layer {args.layer!r}; choose from {layer_names()}")
+    check_layers([args.layer])
     network = LossNetwork([args.layer], weights=args.vgg_weights)
     for channel in args.channel:
         check_layer(network, args.layer, channel)
     if args.photos:
-        files = image_files(args.photos)[: args.limit]
+        files = list_images(args.photos, option="--photos")[: args.limit]
         photos = ((str(f), load_tensor(f, max_side=args.photo_size)) for f in files)
         rows = []
         for channel, patches in zip(args.channel, vis.top_patches(network, args.layer, args.channel, photos,

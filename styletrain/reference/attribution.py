@@ -13,6 +13,7 @@ Output shapes: guided backprop returns the input-shaped gradient (B, 3, H, W); t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -123,18 +124,21 @@ class GradCAM:
 
 
 class Occlusion:
-    """Occlusion sensitivity (Zeiler & Fergus 2014): how much the score drops when a window of the
-    image is replaced by a baseline, averaged over the windows covering each pixel (B, 1, H, W)."""
+    """Occlusion sensitivity (Zeiler & Fergus 2014): how much the score drops when a ``window`` of
+    the image (moved by ``stride`` pixels) is replaced by ``baseline``, averaged over the windows
+    covering each pixel (B, 1, H, W). Departure from captum: the window is set at construction."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    @torch.no_grad()
-    def attribute(self, inputs: Tensor, target: int | None = None, *, window: int = 16, stride: int = 8,
-                  baseline: float = 0.5, batch_size: int = 16) -> Tensor:
-        b, _, h, w = inputs.shape
+    def __init__(self, model: nn.Module, *, window: int = 16, stride: int = 8, baseline: float = 0.5,
+                 batch_size: int = 16) -> None:
         if window < 1 or stride < 1:
             raise UserError(f"occlusion window and stride must be positive; got {window} and {stride}")
+        self.model = model
+        self.window, self.stride, self.baseline, self.batch_size = window, stride, baseline, batch_size
+
+    @torch.no_grad()
+    def attribute(self, inputs: Tensor, target: int | None = None) -> Tensor:
+        b, _, h, w = inputs.shape
+        window, stride, batch_size = self.window, self.stride, self.batch_size
         base = _score(self.model, inputs, target)
         ys = list(range(0, max(1, h - window) + 1, stride))
         xs = list(range(0, max(1, w - window) + 1, stride))
@@ -149,7 +153,7 @@ class Occlusion:
             chunk = boxes[start:start + batch_size]
             batch = inputs.repeat(len(chunk), 1, 1, 1)  # (len(chunk) * B, 3, H, W), box-major
             for k, (y, x) in enumerate(chunk):
-                batch[k * b:(k + 1) * b, :, y:y + window, x:x + window] = baseline
+                batch[k * b:(k + 1) * b, :, y:y + window, x:x + window] = self.baseline
             drop = base.repeat(len(chunk)) - _score(self.model, batch, target)
             for k, (y, x) in enumerate(chunk):
                 total[:, :, y:y + window, x:x + window] += drop[k * b:(k + 1) * b].view(b, 1, 1, 1)
@@ -157,4 +161,13 @@ class Occlusion:
         return total / count.clamp_min(1)
 
 
-METHODS = {"saliency": Saliency, "guided": GuidedBackprop, "gradcam": GradCAM, "occlusion": Occlusion}
+Method = Callable[..., "Saliency | GuidedBackprop | GradCAM | Occlusion"]
+
+METHODS: dict[str, Method] = {
+    "saliency": lambda model, layer, **settings: Saliency(model),
+    "guided": lambda model, layer, **settings: GuidedBackprop(model),
+    "gradcam": lambda model, layer, **settings: GradCAM(model, layer),
+    "occlusion": lambda model, layer, **settings: Occlusion(model, **settings),
+}
+"""``METHODS[name](model, layer, window=..., stride=...)`` builds method ``name``; each takes what it
+uses (Grad-CAM the layer, occlusion the window settings) and ignores the rest."""

@@ -13,7 +13,8 @@ from styletrain.errors import UserError
 from styletrain.reference import objectives
 from styletrain.reference.layers import check_layer
 from styletrain.reference.optimize import Result, optimize
-from styletrain.reference.param import resize, scaled_size
+from styletrain.reference.param import resize
+from styletrain.reference.pyramid import ImagePyramid
 from styletrain.reference.transforms import jitter as jitter_transform
 from styletrain.vgg import LossNetwork, WeightsSpec
 
@@ -43,20 +44,17 @@ def deepdream(
         raise UserError(f"need octaves >= 1 and octave scale > 1; got {octaves} and {octave_scale}")
     network = network or LossNetwork([layer], weights=weights)
     check_layer(network, layer, channel)
-    size = tuple(image.shape[-2:])
-    sizes = [scaled_size(size, round(max(size) / octave_scale**k)) for k in reversed(range(octaves))]
-    sizes = [s for s in sizes if min(s) >= MIN_OCTAVE_SIDE] or [size]
+    pyramid = ImagePyramid(octaves, octave_scale, min_side=MIN_OCTAVE_SIDE, skip_small=True)
     generator = torch.Generator().manual_seed(seed)
     objective = objectives.activation(network, layer, channel, power=2)
-    device = network.mean.device
-    image = image.to(device)
-    detail = torch.zeros_like(resize(image, sizes[0]))
-    result = None
-    for octave_size in sizes:
-        base = resize(image, octave_size)
-        start = (base + resize(detail, octave_size)).clamp(0, 1)
-        result = optimize(start, objective, steps=steps, method="ascent", lr=lr,
-                          transforms=[jitter_transform(jitter, generator)], progress=progress,
-                          desc=f"deepdream {octave_size[1]}x{octave_size[0]}")
-        detail = result.image - base
-    return result
+    image = image.to(network.mean.device)
+
+    def octave(size: tuple[int, int], previous: Tensor | None) -> Result:
+        base = resize(image, size)
+        if previous is not None:  # carry up the detail the smaller octave added to its base
+            base = base + resize(previous - resize(image, tuple(previous.shape[-2:])), size)
+        return optimize(base.clamp(0, 1), objective, steps=steps, method="ascent", lr=lr,
+                        transforms=[jitter_transform(jitter, generator)], progress=progress,
+                        desc=f"deepdream {size[1]}x{size[0]}")
+
+    return pyramid.run(tuple(image.shape[-2:]), octave)

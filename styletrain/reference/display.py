@@ -38,6 +38,12 @@ def gradient_image(grad: Tensor) -> Tensor:
     return (0.5 + grad / (6 * std)).clamp(0, 1)
 
 
+def show_attribution(image: Tensor, attribution: Tensor) -> Tensor:
+    """An attribution as a picture: an input-shaped gradient (B, 3, H, W) shown around grey, a
+    per-pixel map (B, 1, H, W) as a heat map over the image."""
+    return gradient_image(attribution) if attribution.shape[1] == 3 else overlay(image, attribution)
+
+
 def hstack(images: Sequence[Tensor], *, gap: int = 4, fill: float = 1.0) -> Tensor:
     """Images (1, 3, H_i, W_i) side by side, top-aligned, with ``gap`` pixels of ``fill`` between."""
     height = max(im.shape[-2] for im in images)

@@ -20,17 +20,17 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from styletrain.checkpoint import load_transformer
+from styletrain.data import IMAGE_SUFFIXES
 from styletrain.errors import UserError
 from styletrain.images import load_tensor, open_image, resize_side, to_pil, to_tensor
 from styletrain.losses import LossConfig, PerceptualLoss
+from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.reference import objectives
 from styletrain.reference.optimize import optimize
 from styletrain.styles import style_name
 from styletrain.vgg import WeightsSpec
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass
@@ -52,33 +52,17 @@ class EvalRow:
                 "ratio": self.ratio, "gatys_seconds": self.gatys_seconds}
 
 
-def loss_config(meta: dict[str, Any]) -> LossConfig:
-    """The checkpoint's loss settings (lists back to tuples); defaults if it has none."""
-    if not meta.get("loss"):
+def loss_config(meta: ModelMetadata) -> LossConfig:
+    """The checkpoint's loss settings; defaults if it has none."""
+    if not meta.loss:
         log.warning("checkpoint has no loss settings; scoring with the defaults %s", LossConfig())
         return LossConfig()
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["loss"].items()}
-    try:
-        return LossConfig(**settings)
-    except TypeError as exc:
-        raise UserError(f"the checkpoint's loss settings {meta['loss']} do not fit this styletrain "
-                        f"({exc}); upgrade styletrain") from None
+    return LossConfig.from_dict(meta.loss)
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """The JPEG/PNG/WebP files of a folder, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"not a folder: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
-    return files
-
-
-def style_paths(meta: dict[str, Any], names: Sequence[str], style_dir: str | Path | None = None) -> dict[str, Path]:
+def style_paths(meta: ModelMetadata, names: Sequence[str], style_dir: str | Path | None = None) -> dict[str, Path]:
     """Where each style's image is: NAME.jpg/png/... in ``style_dir`` if given, else the training path."""
-    recorded = {style_name(p): Path(p) for p in meta.get("style_images") or []}
+    recorded = {style_name(p): Path(p) for p in meta.style_images}
     found: dict[str, Path] = {}
     for name in names:
         candidates = [Path(style_dir) / f"{name}{suffix}" for suffix in IMAGE_SUFFIXES] if style_dir else []
@@ -107,7 +91,7 @@ def evaluate(
     """Score the checkpoint's fast net against Gatys (L-BFGS from the photo, ``steps`` iterations)
     on each photo (longer side at most ``size``) and style (default: all of the checkpoint's)."""
     net, meta = load_transformer(checkpoint)
-    names = list(meta["style_names"])
+    names = meta.style_names
     chosen = list(styles) if styles else names
     unknown = [s for s in chosen if s not in names]
     if unknown:
@@ -115,9 +99,9 @@ def evaluate(
     if not photos:
         raise UserError("give at least one photo")
     config = loss_config(meta)
-    if weights is None and meta.get("vgg_weights") and Path(meta["vgg_weights"]).is_file():
-        weights = meta["vgg_weights"]
-    style_size = meta.get("style_size", 512)
+    if weights is None and meta.vgg_weights and Path(meta.vgg_weights).is_file():
+        weights = meta.vgg_weights
+    style_size = meta.style_size
     style_images = []
     for name, path in style_paths(meta, chosen, style_dir).items():
         image = open_image(path)
@@ -128,7 +112,7 @@ def evaluate(
     loss.set_styles(style_images)  # Gram targets computed once, shared by every photo
     rows = []
     for photo in photos:
-        content = load_tensor(photo, max_side=size, min_side=16).to(device)
+        content = load_tensor(photo, max_side=size, min_side=MIN_SIDE).to(device)
         content_features = loss.content_features(content)
         for k, name in enumerate(chosen):
             loss_w = torch.zeros(1, len(chosen), device=device)
@@ -136,7 +120,7 @@ def evaluate(
             net_w = torch.zeros(1, len(names), device=device)
             net_w[0, names.index(name)] = 1.0
             with torch.no_grad():
-                fast = net(content, net_w if net.conditional else None)
+                fast = net(content, net_w)
                 fast_losses = loss(fast, loss_w, content_features=content_features).as_floats()
             start = time.perf_counter()
             result = optimize(content, objectives.style_transfer(loss, loss_w, content_features), steps=steps,
@@ -151,14 +135,16 @@ def evaluate(
 
 
 def format_table(rows: Sequence[EvalRow]) -> str:
-    """A plain-text table: one line per photo and style."""
-    header = f"{'photo':<24} {'style':<22} {'fast total':>11} {'gatys total':>11} {'ratio':>7} " \
-             f"{'fast content':>12} {'fast style':>11} {'fast tv':>9}"
+    """A plain-text table: one line per photo and style, then the fast net's loss terms by name."""
+    names = [name for name in (rows[0].fast if rows else {}) if name != "total"]
+    columns = [(f"fast {name}", max(11, len(name) + 5)) for name in names]
+    header = f"{'photo':<24} {'style':<22} {'fast total':>11} {'gatys total':>11} {'ratio':>7}" + \
+        "".join(f" {label:>{width}}" for label, width in columns)
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{Path(r.photo).name[:24]:<24} {r.style[:22]:<22} {r.fast['total']:>11.4g} "
-                     f"{r.gatys['total']:>11.4g} {r.ratio:>7.3f} {r.fast['content']:>12.4g} "
-                     f"{r.fast['style']:>11.4g} {r.fast['tv']:>9.3g}")
+                     f"{r.gatys['total']:>11.4g} {r.ratio:>7.3f}" +
+                     "".join(f" {r.fast[name]:>{width}.4g}" for name, (_, width) in zip(names, columns)))
     return "\n".join(lines)
 
 

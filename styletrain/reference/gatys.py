@@ -15,13 +15,12 @@ from torch import Tensor
 
 from styletrain.errors import UserError
 from styletrain.losses import LossConfig, PerceptualLoss
+from styletrain.metadata import MIN_SIDE
 from styletrain.reference import color, objectives
 from styletrain.reference.optimize import Result, optimize
 from styletrain.reference.param import initial_image, noise_image, resize, scaled_size
+from styletrain.reference.pyramid import ImagePyramid
 from styletrain.vgg import LossNetwork, WeightsSpec
-
-MIN_SIDE = 16
-"""Smallest side optimised at: below it relu4_3 (after three poolings) is smaller than 2x2."""
 
 
 def perceptual_loss(config: LossConfig = LossConfig(), *, weights: WeightsSpec = None,
@@ -40,17 +39,6 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> Tensor:
     if not torch.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
         raise UserError(f"style weights must be finite, non-negative and sum to more than 0; got {list(weights)}")
     return (w / w.sum()).unsqueeze(0)
-
-
-def _pyramid(size: tuple[int, int], scales: int) -> list[tuple[int, int]]:
-    """Sizes of the coarse-to-fine schedule: halving the longer side ``scales - 1`` times."""
-    if scales < 1:
-        raise UserError(f"scales must be at least 1; got {scales}")
-    sizes = [scaled_size(size, max(size) // 2**k) for k in reversed(range(scales))]
-    if min(sizes[0]) < MIN_SIDE:
-        raise UserError(f"{scales} scales make the coarsest image {sizes[0][1]}x{sizes[0][0]}; "
-                        f"use fewer scales or a larger size (each side at least {MIN_SIDE} px)")
-    return sizes
 
 
 def _style_side(style: Tensor, out_size: tuple[int, int], style_scale: float, style_size: int | None,
@@ -101,21 +89,21 @@ def stylize(
     else:
         target = content
     device = loss.vgg.mean.device
-    image = None
-    result = None
-    for size in _pyramid(final, scales):
+
+    def step(size: tuple[int, int], previous: Tensor | None) -> Result:
         loss.set_styles([resize(s, _style_side(s, size, style_scale, style_size, max(final))).to(device)
                          for s in styles])
         scaled = resize(target, size).to(device)
-        if image is None:
+        if previous is None:
             image = initial_image(init, content=scaled, style=styles[0].to(device), size=size,
                                   generator=generator).to(device)
         else:
-            image = resize(image, size)
+            image = resize(previous, size)
         objective = objectives.style_transfer(loss, w.to(device), loss.content_features(scaled))
-        result = optimize(image, objective, steps=steps, method=optimizer, lr=lr, progress=progress,
-                          desc=f"gatys {size[1]}x{size[0]}")
-        image = result.image
+        return optimize(image, objective, steps=steps, method=optimizer, lr=lr, progress=progress,
+                        desc=f"gatys {size[1]}x{size[0]}")
+
+    result = ImagePyramid(scales).run(final, step)
     if preserve_color:
         result.image = color.with_chroma(result.image, content.to(device))
     return result
@@ -150,16 +138,15 @@ def synthesize(
     loss = loss or perceptual_loss(config, weights=weights)
     device = loss.vgg.mean.device
     generator = torch.Generator().manual_seed(seed)
-    image = None
-    result = None
-    for scaled in _pyramid(tuple(size), scales):
+
+    def step(scaled: tuple[int, int], previous: Tensor | None) -> Result:
         factor = max(scaled) / max(size)
         loss.set_styles([
             resize(s, scaled_size(tuple(s.shape[-2:]),
                                   max(MIN_SIDE, round((style_size or max(s.shape[-2:])) * factor)))).to(device)
             for s in styles])
-        image = (noise_image(scaled, generator=generator) if image is None else resize(image, scaled)).to(device)
-        result = optimize(image, objectives.texture(loss, w.to(device)), steps=steps, method=optimizer,
-                          lr=lr, progress=progress, desc=f"texture {scaled[1]}x{scaled[0]}")
-        image = result.image
-    return result
+        image = (noise_image(scaled, generator=generator) if previous is None else resize(previous, scaled))
+        return optimize(image.to(device), objectives.texture(loss, w.to(device)), steps=steps, method=optimizer,
+                        lr=lr, progress=progress, desc=f"texture {scaled[1]}x{scaled[0]}")
+
+    return ImagePyramid(scales).run(tuple(size), step)

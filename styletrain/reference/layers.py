@@ -5,13 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from styletrain.errors import UserError
-from styletrain.vgg import LossNetwork, layer_names
+from styletrain.vgg import LossNetwork, check_layers, layer_names
 
 
 def check_layer(network: LossNetwork, layer: str, channel: int | None = None) -> None:
     """Raise a ``UserError`` naming the choices when ``layer`` or ``channel`` does not exist."""
+    check_layers([layer], network.arch)
     if layer not in network.layers:
-        raise UserError(f"unknown layer {layer!r}; choose from {layer_names(network.arch)}")
+        raise ValueError(f"layer {layer!r} was not requested when building this LossNetwork {network.layers}")
     if channel is not None:
         count = layer_channels(network, layer)
         if not 0 <= channel < count:

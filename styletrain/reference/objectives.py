@@ -7,36 +7,33 @@ bar. Maximising an activation is minimising its negative. All VGG features come 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styletrain.losses import PerceptualLoss, total_variation
+from styletrain.losses import PerceptualLoss
 from styletrain.vgg import LossNetwork
 
-Objective = Callable[[Tensor], dict[str, Tensor]]
+Objective = Callable[[Tensor], Mapping[str, Tensor]]
 """image (1, 3, H, W) -> named scalar terms whose sum is minimised."""
 
 
-def style_transfer(loss: PerceptualLoss, style_weights: Tensor, content_features: Tensor) -> Objective:
-    """Gatys et al.: content + blended style + TV terms of the shared perceptual loss."""
+def style_transfer(loss: PerceptualLoss, style_weights: Tensor, content_features: Mapping[str, Tensor]) -> Objective:
+    """Gatys et al.: every term of the shared perceptual loss (content, blended style, TV by default)."""
 
-    def objective(image: Tensor) -> dict[str, Tensor]:
-        terms = loss(image, style_weights, content_features=content_features)
-        return {"content": terms.content, "style": terms.style, "tv": terms.tv}
+    def objective(image: Tensor) -> Mapping[str, Tensor]:
+        return loss(image, style_weights, content_features=content_features)
 
     return objective
 
 
 def texture(loss: PerceptualLoss, style_weights: Tensor) -> Objective:
-    """Gatys et al. 2015 texture synthesis: Gram matching at the style layers, plus TV."""
+    """Gatys et al. 2015 texture synthesis: the loss's terms that need no content (Gram matching, TV)."""
 
-    def objective(image: Tensor) -> dict[str, Tensor]:
-        features = loss.vgg(image, loss.config.style_layers)
-        return {"style": loss.style_loss(features, style_weights),
-                "tv": loss.config.tv_weight * total_variation(image)}
+    def objective(image: Tensor) -> Mapping[str, Tensor]:
+        return loss(image, style_weights, use_content=False)
 
     return objective
 
@@ -49,7 +46,7 @@ def activation(network: LossNetwork, layer: str, channel: int | None = None,
     (unit visualisation). ``position`` (y, x) picks the unit at that place, as a fraction of the map.
     """
 
-    def objective(image: Tensor) -> dict[str, Tensor]:
+    def objective(image: Tensor) -> Mapping[str, Tensor]:
         act = network(image, [layer])[layer]
         if channel is not None:
             act = act[:, channel]
@@ -78,7 +75,7 @@ def feature_inversion(network: LossNetwork, layer: str, target: Tensor, *, alpha
     """
     norm = target.float().pow(2).sum().clamp_min(1e-12)
 
-    def objective(image: Tensor) -> dict[str, Tensor]:
+    def objective(image: Tensor) -> Mapping[str, Tensor]:
         feats = network(image, [layer])[layer].float()
         centred = 2.0 * image - 1.0
         return {"feature": (feats - target).pow(2).sum() / norm,

@@ -1,9 +1,15 @@
 """Models giving scores (B, K) for attribution: a VGG layer's channels, a torchvision classifier
-on [0, 1] images, or a region of a fast style net's output."""
+on [0, 1] images, or a region of a fast style net's output.
+
+``vgg_channel``, ``classifier_class`` and ``fast_net_region`` build an ``AttributionTarget`` (the
+model, the score explained and the Grad-CAM layer) for one image, with the usual defaults.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,7 +18,7 @@ from torch import Tensor, nn
 from styletrain.errors import UserError
 from styletrain.reference.layers import check_layer
 from styletrain.transformer import TransformerNet
-from styletrain.vgg import IMAGENET_MEAN, IMAGENET_STD, LossNetwork
+from styletrain.vgg import IMAGENET_MEAN, IMAGENET_STD, LossNetwork, WeightsSpec, check_layers, layer_names
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +124,81 @@ def default_cam_layer(model: nn.Module, image: Tensor) -> str:
     if not seen:
         raise UserError("the model has no layer with a spatial output for Grad-CAM")
     return seen[-1]
+
+
+@dataclass
+class AttributionTarget:
+    """What an attribution explains: column ``index`` of ``model``'s scores (B, K), with ``layer`` for
+    Grad-CAM; ``box`` is the explained region of a fast net's output, if that is the target."""
+
+    model: nn.Module
+    index: int
+    layer: nn.Module
+    description: str
+    box: tuple[int, int, int, int] | None = None
+
+
+def vgg_channel(image: Tensor, layer: str, *, channel: int | None = None, unit: Sequence[float] | None = None,
+                cam_layer: str | None = None, weights: WeightsSpec = None) -> AttributionTarget:
+    """A channel of a VGG layer (default: the one most active on ``image``), its mean or the unit at
+    ``unit`` = (y, x) fractions of the map; Grad-CAM at ``cam_layer`` (default: ``layer`` itself)."""
+    cam = cam_layer or layer
+    check_layers([layer, cam])
+    names = layer_names()
+    if names.index(cam) > names.index(layer):
+        raise UserError(f"cam layer {cam} lies after the target layer {layer}; choose an earlier one")
+    if unit is not None and (len(unit) != 2 or not all(0 <= v <= 1 for v in unit)):
+        raise UserError(f"unit needs two fractions FY,FX in [0, 1]; got {list(unit)}")
+    network = LossNetwork([layer, cam], weights=weights)
+    model = LayerScores(network, layer, tuple(unit) if unit is not None else None)
+    description = f"{layer} channel {channel}"
+    if channel is None:
+        with torch.no_grad():
+            channel = int(model(image)[0].argmax())
+        description = f"{layer} channel {channel} (the most active)"
+    return AttributionTarget(model, channel, network.module(cam), description)
+
+
+def classifier_class(image: Tensor, name: str, weights: str | Path, *, target_class: str | None = None,
+                     cam_layer: str | None = None) -> AttributionTarget:
+    """A class (index or ImageNet name; default: the top prediction for ``image``) of torchvision's
+    classifier ``name``; Grad-CAM at module ``cam_layer`` (default: the last spatial layer)."""
+    model, categories = load_classifier(name, weights)
+    if target_class is None:
+        with torch.no_grad():
+            index = int(model(image)[0].argmax())
+    else:
+        index = class_index(target_class, categories)
+    label = categories[index] if categories and index < len(categories) else str(index)
+    module = cam_layer or default_cam_layer(model.classifier, image)
+    try:
+        layer = model.classifier.get_submodule(module)
+    except AttributeError:
+        raise UserError(f"{name} has no module {module!r} for the cam layer") from None
+    return AttributionTarget(model, index, layer, f"class {index} ({label})")
+
+
+def fast_net_region(image: Tensor, checkpoint: str | Path, *, style: str | None = None,
+                    region: Sequence[int] | None = None, cam_layer: str | None = None) -> AttributionTarget:
+    """The mean output of a checkpoint's fast net over ``region`` (LEFT, TOP, RIGHT, BOTTOM; default:
+    the central quarter of ``image``) in ``style``; Grad-CAM at module ``cam_layer`` (default: the
+    last residual block)."""
+    from styletrain.checkpoint import load_transformer
+    from styletrain.styles import style_weights
+
+    net, meta = load_transformer(checkpoint)
+    weights = torch.from_numpy(style_weights(meta.style_names, style=style)).unsqueeze(0)
+    h, w = image.shape[-2:]
+    box = list(region) if region is not None else [w // 4, h // 4, 3 * w // 4, 3 * h // 4]
+    if len(box) != 4:
+        raise UserError(f"region needs four numbers LEFT,TOP,RIGHT,BOTTOM; got {box}")
+    if box[2] > w or box[3] > h:
+        raise UserError(f"region {box} lies outside the {w}x{h} input")
+    model = RegionScore(net.requires_grad_(False), tuple(box), weights)
+    module = cam_layer or net.last_residual
+    try:
+        layer = net.get_submodule(module)
+    except AttributeError:
+        raise UserError(f"the fast net has no module {module!r} for the cam layer") from None
+    name = style or meta.style_names[0]
+    return AttributionTarget(model, 0, layer, f"the {name} output over region {box}", box=tuple(box))

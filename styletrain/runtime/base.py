@@ -12,15 +12,13 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from styletrain.images import array_to_image, image_to_array
+from styletrain.metadata import MIN_SIDE, ModelMetadata
 
-MIN_SIDE = 16
-"""Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
 
 
 class RunCancelled(RuntimeError):
@@ -70,14 +68,14 @@ class Stylizer(abc.ABC):
 
     ``backend`` is "onnxruntime" or "torch"; ``device`` "cpu" or "cuda"; ``providers`` names what
     executes the model (onnxruntime's execution providers, or ``torch:<device>``); ``metadata`` is
-    the dict stored with the model (style names, net config, training settings).
+    the ``ModelMetadata`` stored with the model (style names, net config, training settings).
     """
 
     backend: str
     device: str
     providers: list[str]
     style_names: list[str]
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     min_side: int = MIN_SIDE
 
     @abc.abstractmethod

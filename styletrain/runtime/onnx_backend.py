@@ -26,6 +26,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from styletrain.errors import UserError
+from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
     """The styletrain metadata stored in an exported model."""
     props = {p.key: p.value for p in model.metadata_props}
-    return json.loads(props[METADATA_KEY])
+    return ModelMetadata.from_dict(json.loads(props[METADATA_KEY]))
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
@@ -107,7 +108,7 @@ class OnnxStylizer(Stylizer):
         self.path = Path(path)
         model = load_model(self.path)
         self.metadata = read_metadata(model)
-        self.style_names = list(self.metadata["style_names"])
+        self.style_names = list(self.metadata.style_names)
         self.conditional = WEIGHTS in {i.name for i in model.graph.input}
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from styletrain.checkpoint import load_transformer
 from styletrain.errors import UserError
+from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunOptions, Stylizer, batch_weights
 from styletrain.transformer import TransformerNet
 
@@ -19,13 +19,13 @@ class TorchStylizer(Stylizer):
 
     backend = "torch"
 
-    def __init__(self, net: TransformerNet, metadata: dict[str, Any], *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, net: TransformerNet, metadata: ModelMetadata, *, device: str | torch.device = "cpu") -> None:
         self._device = torch.device(device)
         if self._device.type == "cuda" and not torch.cuda.is_available():
             raise UserError("device 'cuda' was asked for but torch sees no CUDA device; use device 'cpu'")
         self.net = net.eval().to(self._device)
         self.metadata = metadata
-        self.style_names = list(metadata["style_names"])
+        self.style_names = list(metadata.style_names)
         self.device = self._device.type
         self.providers = [f"torch:{self.device}"]
 
@@ -43,5 +43,4 @@ class TorchStylizer(Stylizer):
         with torch.inference_mode():
             x = torch.as_tensor(np.asarray(batch, dtype=np.float32), device=self._device)
             w = torch.from_numpy(weights).to(self._device)
-            # TODO(norm interface): every net takes (B, N) weights once forward accepts them; pass w.
-            return self.net(x, w if self.net.num_styles > 1 else None).float().cpu().numpy()
+            return self.net(x, w).float().cpu().numpy()

@@ -67,7 +67,7 @@ class PatchNet(nn.Module):
 
 def test_occlusion_finds_the_patch_that_drives_the_score() -> None:
     image = 0.6 + 0.4 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    attr = Occlusion(PatchNet()).attribute(image, target=0, window=8, stride=4)
+    attr = Occlusion(PatchNet(), window=8, stride=4).attribute(image, target=0)
     assert attr.shape == (1, 1, 64, 64)
     y, x = divmod(int(attr.flatten().argmax()), 64)
     assert 16 <= y < 24 and 40 <= x < 48
@@ -165,3 +165,20 @@ def test_fast_net_region(tmp_path) -> None:
     assert no_hooks(net)
     with pytest.raises(UserError, match="lies outside the 32x32 image"):
         RegionScore(net, (8, 8, 40, 16), torch.tensor([[0.0, 1.0]]))(image)
+
+
+def test_fast_net_region_target_defaults(tmp_path) -> None:
+    from styletrain.reference.targets import fast_net_region
+
+    image = torch.rand(1, 3, 32, 40)
+    for names, style in ((["candy", "mosaic"], "mosaic"), (["mosaic"], None)):
+        ckpt = make_checkpoint(tmp_path / f"{len(names)}.ckpt", names, num_residuals=2)
+        target = fast_net_region(image, ckpt, style=style)
+        assert target.box == (10, 8, 30, 24)  # the central quarter
+        assert target.layer is target.model.net.blocks[4]  # the last residual block
+        cam = GradCAM(target.model, target.layer).attribute(image, target=target.index)
+        assert cam.shape == (1, 1, 32, 40) and no_hooks(target.model)
+    with pytest.raises(UserError, match="holds 2 styles; choose one"):
+        fast_net_region(image, tmp_path / "2.ckpt")
+    with pytest.raises(UserError, match=r"region \[0, 0, 50, 8\] lies outside the 40x32 input"):
+        fast_net_region(image, tmp_path / "1.ckpt", region=[0, 0, 50, 8])

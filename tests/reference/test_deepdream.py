@@ -43,7 +43,7 @@ def test_channel_norm_rises_more_than_the_rest(network) -> None:
 def test_bad_choices_are_user_errors(network) -> None:
     with pytest.raises(UserError, match="channel must be in 0..255 for relu3_3; got 256"):
         deepdream(photo(32), "relu3_3", channel=256, network=network)
-    with pytest.raises(UserError, match="unknown layer 'relu9_9'"):
+    with pytest.raises(UserError, match=r"unknown vgg16 layer\(s\) \['relu9_9'\]"):
         deepdream(photo(32), "relu9_9", network=network)
     with pytest.raises(UserError, match="octave scale > 1"):
         deepdream(photo(32), "relu3_3", octave_scale=1.0, network=network)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from support import make_checkpoint
@@ -9,6 +11,7 @@ from reference_support import CONTENT, STYLES, needs_images, needs_vgg, one_thre
 from styletrain.checkpoint import load_transformer, save_transformer
 from styletrain.errors import UserError
 from styletrain.losses import LossConfig
+from styletrain.metadata import ModelMetadata
 from styletrain.reference.evaluate import evaluate, format_table, grid, style_paths
 
 pytestmark = [needs_vgg, needs_images]
@@ -18,9 +21,8 @@ pytestmark = [needs_vgg, needs_images]
 def trained(tmp_path):
     """A tiny two-style net with the metadata training writes: loss settings, style paths and size."""
     net, meta = load_transformer(make_checkpoint(tmp_path / "tiny.ckpt", ["mosaic", "udnie"]))
-    meta |= {"loss": LossConfig().to_dict(), "style_size": 64,
-             "style_images": [str(STYLES / "mosaic.jpg"), str(STYLES / "udnie.jpg")]}
-    return net, meta
+    return net, replace(meta, loss=LossConfig().to_dict(), style_size=64,
+                        style_images=[str(STYLES / "mosaic.jpg"), str(STYLES / "udnie.jpg")])
 
 
 def test_rows_hold_both_losses_and_their_ratio(tmp_path, trained) -> None:
@@ -42,7 +44,7 @@ def test_rows_hold_both_losses_and_their_ratio(tmp_path, trained) -> None:
 def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:
     net, meta = trained
     plain = save_transformer(net, meta, tmp_path / "plain.ckpt")
-    heavy = save_transformer(net, meta | {"loss": LossConfig(style_weight=50.0).to_dict()}, tmp_path / "heavy.ckpt")
+    heavy = save_transformer(net, replace(meta, loss=LossConfig(style_weight=50.0).to_dict()), tmp_path / "heavy.ckpt")
     args = dict(styles=["mosaic"], steps=0, size=32, weights=weights_path())
     (a,) = evaluate(plain, [CONTENT / "amber.jpg"], **args)
     (b,) = evaluate(heavy, [CONTENT / "amber.jpg"], **args)
@@ -52,12 +54,12 @@ def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:
 
 def test_style_images_are_found_by_name(tmp_path) -> None:
     net, meta = load_transformer(make_checkpoint(tmp_path / "multi.ckpt", ["candy", "mosaic", "udnie"]))
-    ckpt = save_transformer(net, meta | {"style_size": 64}, tmp_path / "net.ckpt")  # no style paths recorded
+    ckpt = save_transformer(net, replace(meta, style_size=64), tmp_path / "net.ckpt")  # no style paths recorded
     with pytest.raises(UserError, match="style image for 'candy' not found; pass --style-dir DIR holding candy.jpg"):
         evaluate(ckpt, [CONTENT / "amber.jpg"], steps=0, size=32, weights=weights_path())
     rows = evaluate(ckpt, [CONTENT / "amber.jpg"], style_dir=STYLES, steps=0, size=32, weights=weights_path())
     assert [r.style for r in rows] == ["candy", "mosaic", "udnie"]
-    moved = {"style_images": ["/elsewhere/candy.jpg"]}
+    moved = ModelMetadata(["candy"], style_images=["/elsewhere/candy.jpg"])
     with pytest.raises(UserError, match="the checkpoint says /elsewhere/candy.jpg"):
         style_paths(moved, ["candy"])
     assert style_paths(moved, ["candy"], STYLES) == {"candy": STYLES / "candy.jpg"}

@@ -86,12 +86,12 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
     (["gatys", "--content", "missing.jpg", "--style", MOSAIC], "image not found: missing.jpg"),
     (["gatys", "--content", PHOTO, "--style", MOSAIC, "--style-weights", "1,2"], "give one style weight per style image (1); got 2"),
     (["gatys", "--content", PHOTO, "--style", MOSAIC, "--output", "out.gif"], "cannot write out.gif"),
-    (["deepdream", "--input", PHOTO, "--layer", "relu9_9"], "unknown layer 'relu9_9'"),
+    (["deepdream", "--input", PHOTO, "--layer", "relu9_9"], "unknown vgg16 layer(s) ['relu9_9']"),
     (["visualize", "--layer", "relu2_2", "--channel", "500"], "channel must be in 0..127 for relu2_2; got 500"),
-    (["invert", "--input", PHOTO, "--layer", "fc7"], "unknown layer(s) ['fc7']"),
+    (["invert", "--input", PHOTO, "--layer", "fc7"], "unknown vgg16 layer(s) ['fc7']"),
     (["attribute", "--input", PHOTO, "--layer", "relu2_2", "--channel", "999"], "target must be in 0..127; got 999"),
     (["attribute", "--input", PHOTO, "--classifier", "resnet18"], "--classifier needs --classifier-weights"),
-    (["attribute", "--input", PHOTO, "--unit", "2,0.5"], "--unit needs two fractions FY,FX in [0, 1]"),
+    (["attribute", "--input", PHOTO, "--unit", "2,0.5"], "unit needs two fractions FY,FX in [0, 1]"),
     (["evaluate", "--checkpoint", "missing.ckpt", "--content-dir", str(CONTENT)], "checkpoint not found"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message) -> None:
