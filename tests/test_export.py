@@ -42,10 +42,10 @@ def test_graph_inputs_are_dynamic_and_norm_is_instance_norm(onnx_models: dict[st
 
 def test_metadata_holds_styles_and_settings(onnx_models: dict[str, Path]) -> None:
     meta = read_metadata(load_model(onnx_models["multi"]))
-    assert meta["style_names"] == ["candy", "mosaic", "udnie"]
-    assert meta["net"] == {"num_styles": 3, "width": 4, "num_residuals": 1, "norm": "conditional_instance"}
-    assert meta["export"]["opset"] == 18
-    assert meta["export"]["parity_max_abs_diff"] <= DEFAULT_TOLERANCE
+    assert meta.style_names == ["candy", "mosaic", "udnie"]
+    assert meta.net == {"num_styles": 3, "width": 4, "num_residuals": 1, "norm": "conditional_instance"}
+    assert meta.export["opset"] == 18
+    assert meta.export["parity_max_abs_diff"] <= DEFAULT_TOLERANCE
 
 
 def test_weights_live_in_the_one_file(onnx_models: dict[str, Path]) -> None:

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
     meta = read_metadata(load_model(path))
-    parity = meta["export"].get("parity_max_abs_diff")
+    parity = (meta.export or {}).get("parity_max_abs_diff")
     checked = f"parity max |diff| {parity:.2g}" if parity is not None else "parity not checked"
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; styles: {', '.join(meta['style_names'])}; {checked})")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; styles: {', '.join(meta.style_names)}; {checked})")
     return 0

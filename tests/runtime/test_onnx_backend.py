@@ -20,7 +20,7 @@ RTOL, ATOL = 1e-3, 1e-5
 def test_describes_itself(onnx_models: dict[str, Path]) -> None:
     stylizer = OnnxStylizer(onnx_models["multi"], providers=["CPUExecutionProvider"], threads=1)
     assert (stylizer.backend, stylizer.device, stylizer.providers) == ("onnxruntime", "cpu", ["CPUExecutionProvider"])
-    assert stylizer.style_names == stylizer.metadata["style_names"] == ["candy", "mosaic", "udnie"]
+    assert stylizer.style_names == stylizer.metadata.style_names == ["candy", "mosaic", "udnie"]
     assert stylizer.min_side == 16
 
 

@@ -18,7 +18,7 @@ RTOL, ATOL = 1e-3, 1e-5
 def test_describes_itself(onnx_models: dict[str, Path]) -> None:
     stylizer = TorchStylizer.from_checkpoint(onnx_models["multi_ckpt"])
     assert (stylizer.backend, stylizer.device, stylizer.providers) == ("torch", "cpu", ["torch:cpu"])
-    assert stylizer.style_names == stylizer.metadata["style_names"] == ["candy", "mosaic", "udnie"]
+    assert stylizer.style_names == stylizer.metadata.style_names == ["candy", "mosaic", "udnie"]
     assert stylizer.min_side == 16
 
 
