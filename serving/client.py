@@ -24,8 +24,14 @@ def make_request(image: bytes, *, style: str | None = None, blend: Mapping[str, 
         raise ValueError(f"output format must be one of {sorted(FORMATS)}; got {output_format!r}")
     options = pb.OutputOptions(format=FORMATS[output_format.lower()] if output_format else 0,
                                quality=quality or 0, max_side=max_side or 0)
-    return pb.StylizeRequest(image=image, style=style or "", blend=dict(blend or {}), model=model or "",
-                             options=options)
+    if style and blend:
+        raise ValueError("give a style or a blend, not both")
+    request = pb.StylizeRequest(image=image, model=model or "", options=options)
+    if style:
+        request.style = style
+    elif blend:
+        request.style_blend.weights.update(blend)
+    return request
 
 
 class StyleClient:
@@ -38,7 +44,7 @@ class StyleClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ])
-        self.stub = pb_grpc.StyleTransferStub(self.channel)
+        self.stub = pb_grpc.StyleTransferServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def list_styles(self, *, timeout: float | None = None) -> list[pb.Model]:
@@ -50,9 +56,9 @@ class StyleClient:
         return self.stub.Stylize(make_request(image, **request), timeout=timeout or self.timeout)
 
     def stream(self, frames: Iterable[tuple[int, pb.StylizeRequest]], *,
-               timeout: float | None = None) -> Iterator[pb.StylizedFrame]:
-        """Stylize (frame id, request) pairs; yields one ``StylizedFrame`` per frame, in order."""
-        requests = (pb.StylizeFrame(frame_id=frame_id, request=request) for frame_id, request in frames)
+               timeout: float | None = None) -> Iterator[pb.StylizeStreamResponse]:
+        """Stylize (frame id, request) pairs; yields one ``StylizeStreamResponse`` per frame, in order."""
+        requests = (pb.StylizeStreamRequest(frame_id=frame_id, request=request) for frame_id, request in frames)
         return self.stub.StylizeStream(requests, timeout=timeout or self.timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:

@@ -59,7 +59,7 @@ def output_options(options: pb.OutputOptions, *, min_side: int) -> Output:
 def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
     """The model and weights for the request: NOT_FOUND for an unknown model, INVALID_ARGUMENT for bad styles."""
     try:
-        return registry.select(model=request.model, style=request.style, blend=dict(request.blend))
+        return registry.select(model=request.model, style=request.style, blend=dict(request.style_blend.weights))
     except UnknownModel as exc:
         raise Failure(grpc.StatusCode.NOT_FOUND, str(exc)) from None
     except UserError as exc:

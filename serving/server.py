@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.rpc import status_pb2
 from grpc_reflection.v1alpha import reflection
 
 from serving import pipeline
@@ -46,10 +47,10 @@ __all__ = ["SERVICE_NAME", "ServerConfig", "StyleServer", "StyleTransferServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 
 
-class StyleTransferServicer(pb_grpc.StyleTransferServicer):
+class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     """The three RPCs over a ``ModelRegistry``, with admission control and per-call cancellation."""
 
     def __init__(self, registry: ModelRegistry, config: ServerConfig) -> None:
@@ -59,7 +60,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
 
     def ListStyles(self, request: pb.ListStylesRequest, context: grpc.ServicerContext) -> pb.ListStylesResponse:
         return pb.ListStylesResponse(models=[
-            pb.Model(name=name, styles=m.style_names, providers=m.providers)
+            pb.Model(name=name, styles=m.style_names, providers=m.providers, backend=m.backend, device=m.device)
             for name, m in self.registry.models.items()
         ])
 
@@ -69,8 +70,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         except Failure as failure:
             context.abort(failure.code, failure.message)
 
-    def StylizeStream(self, request_iterator: Iterator[pb.StylizeFrame],
-                      context: grpc.ServicerContext) -> Iterator[pb.StylizedFrame]:
+    def StylizeStream(self, request_iterator: Iterator[pb.StylizeStreamRequest],
+                      context: grpc.ServicerContext) -> Iterator[pb.StylizeStreamResponse]:
         if not self._streams.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"server busy: {self.config.max_streams} streams open; retry later")
@@ -79,12 +80,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             for frame in request_iterator:
                 try:
                     response = self._stylize(frame.request, context, options)
-                    yield pb.StylizedFrame(frame_id=frame.frame_id, response=response)
+                    yield pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
                 except Failure as failure:
                     if not context.is_active():
                         return
-                    error = pb.Error(code=failure.code.value[0], message=failure.message)
-                    yield pb.StylizedFrame(frame_id=frame.frame_id, error=error)
+                    error = status_pb2.Status(code=failure.code.value[0], message=failure.message)
+                    yield pb.StylizeStreamResponse(frame_id=frame.frame_id, error=error)
         finally:
             self._streams.release()
 
@@ -105,7 +106,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         log.debug("stylized %dx%d with %s in %.1f ms", result.width, result.height, selection.name, total_ms)
         return pb.StylizeResponse(image=encoded, width=result.width, height=result.height,
                                   format=request.options.format or pb.IMAGE_FORMAT_JPEG, model=selection.name,
-                                  inference_ms=inference_ms, total_ms=total_ms)
+                                  inference_ms=inference_ms, total_ms=total_ms, backend=selection.stylizer.backend,
+                                  device=selection.stylizer.device, batch_size=1)
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[None]:
@@ -176,7 +178,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     workers = config.max_concurrent + config.max_streams + 4
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
     server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers)
-    pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(registry, config), server)
+    pb_grpc.add_StyleTransferServiceServicer_to_server(StyleTransferServicer(registry, config), server)
     health_servicer = health.HealthServicer()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -22,39 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estyletrain/v1/styletrain.proto\x12\rstyletrain.v1\"\x13\n\x11ListStylesRequest\"8\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\x11\n\tproviders\x18\x03 \x03(\t\":\n\x12ListStylesResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.styletrain.v1.Model\"^\n\rOutputOptions\x12*\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1a.styletrain.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\x05\x12\x10\n\x08max_side\x18\x03 \x01(\x05\"\xd3\x01\n\x0eStylizeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05style\x18\x02 \x01(\t\x12\x37\n\x05\x62lend\x18\x03 \x03(\x0b\x32(.styletrain.v1.StylizeRequest.BlendEntry\x12\r\n\x05model\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.styletrain.v1.OutputOptions\x1a,\n\nBlendEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xa2\x01\n\x0fStylizeResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12*\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1a.styletrain.v1.ImageFormat\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cinference_ms\x18\x06 \x01(\x02\x12\x10\n\x08total_ms\x18\x07 \x01(\x02\"P\n\x0cStylizeFrame\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.styletrain.v1.StylizeRequest\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x86\x01\n\rStylizedFrame\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\x32\n\x08response\x18\x02 \x01(\x0b\x32\x1e.styletrain.v1.StylizeResponseH\x00\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.styletrain.v1.ErrorH\x00\x42\x08\n\x06result*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x01\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03\x32\xfc\x01\n\rStyleTransfer\x12Q\n\nListStyles\x12 .styletrain.v1.ListStylesRequest\x1a!.styletrain.v1.ListStylesResponse\x12H\n\x07Stylize\x12\x1d.styletrain.v1.StylizeRequest\x1a\x1e.styletrain.v1.StylizeResponse\x12N\n\rStylizeStream\x12\x1b.styletrain.v1.StylizeFrame\x1a\x1c.styletrain.v1.StylizedFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estyletrain/v1/styletrain.proto\x12\rstyletrain.v1\x1a\x17google/rpc/status.proto\"\x13\n\x11ListStylesRequest\"Y\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06styles\x18\x02 \x03(\t\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\":\n\x12ListStylesResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.styletrain.v1.Model\"^\n\rOutputOptions\x12*\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1a.styletrain.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\x05\x12\x10\n\x08max_side\x18\x03 \x01(\x05\"u\n\nStyleBlend\x12\x37\n\x07weights\x18\x01 \x03(\x0b\x32&.styletrain.v1.StyleBlend.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xf3\x01\n\x0eStylizeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0f\n\x05style\x18\x02 \x01(\tH\x00\x12\x30\n\x0bstyle_blend\x18\x06 \x01(\x0b\x32\x19.styletrain.v1.StyleBlendH\x00\x12\r\n\x05model\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.styletrain.v1.OutputOptions\x12\x15\n\x08strength\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\x0epreserve_color\x18\x08 \x01(\x08\x42\x08\n\x06\x63hoiceB\x0b\n\t_strengthJ\x04\x08\x03\x10\x04R\x05\x62lend\"\xa1\x02\n\x0fStylizeResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12*\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1a.styletrain.v1.ImageFormat\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cinference_ms\x18\x06 \x01(\x02\x12\x10\n\x08total_ms\x18\x07 \x01(\x02\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x36\n\x0fstrength_method\x18\n \x01(\x0e\x32\x1d.styletrain.v1.StrengthMethod\x12\x10\n\x08queue_ms\x18\x0b \x01(\x02\x12\x12\n\nbatch_size\x18\x0c \x01(\x05\"X\n\x14StylizeStreamRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.styletrain.v1.StylizeRequest\"\x8c\x01\n\x15StylizeStreamResponse\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\x04\x12\x32\n\x08response\x18\x02 \x01(\x0b\x32\x1e.styletrain.v1.StylizeResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x01\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*p\n\x0eStrengthMethod\x12\x1f\n\x1bSTRENGTH_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18STRENGTH_METHOD_IDENTITY\x10\x01\x12\x1f\n\x1bSTRENGTH_METHOD_PIXEL_BLEND\x10\x02\x32\x93\x02\n\x14StyleTransferService\x12Q\n\nListStyles\x12 .styletrain.v1.ListStylesRequest\x1a!.styletrain.v1.ListStylesResponse\x12H\n\x07Stylize\x12\x1d.styletrain.v1.StylizeRequest\x1a\x1e.styletrain.v1.StylizeResponse\x12^\n\rStylizeStream\x12#.styletrain.v1.StylizeStreamRequest\x1a$.styletrain.v1.StylizeStreamResponse(\x01\x30\x01\x42i\n\x10io.styletrain.v1B\x0fStyletrainProtoP\x01ZBgithub.com/styletrain/styletrain/gen/go/styletrain/v1;styletrainv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'styletrain.v1.styletrain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_STYLIZEREQUEST_BLENDENTRY']._loaded_options = None
-  _globals['_STYLIZEREQUEST_BLENDENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEFORMAT']._serialized_start=922
-  _globals['_IMAGEFORMAT']._serialized_end=1033
-  _globals['_LISTSTYLESREQUEST']._serialized_start=49
-  _globals['_LISTSTYLESREQUEST']._serialized_end=68
-  _globals['_MODEL']._serialized_start=70
-  _globals['_MODEL']._serialized_end=126
-  _globals['_LISTSTYLESRESPONSE']._serialized_start=128
-  _globals['_LISTSTYLESRESPONSE']._serialized_end=186
-  _globals['_OUTPUTOPTIONS']._serialized_start=188
-  _globals['_OUTPUTOPTIONS']._serialized_end=282
-  _globals['_STYLIZEREQUEST']._serialized_start=285
-  _globals['_STYLIZEREQUEST']._serialized_end=496
-  _globals['_STYLIZEREQUEST_BLENDENTRY']._serialized_start=452
-  _globals['_STYLIZEREQUEST_BLENDENTRY']._serialized_end=496
-  _globals['_STYLIZERESPONSE']._serialized_start=499
-  _globals['_STYLIZERESPONSE']._serialized_end=661
-  _globals['_STYLIZEFRAME']._serialized_start=663
-  _globals['_STYLIZEFRAME']._serialized_end=743
-  _globals['_ERROR']._serialized_start=745
-  _globals['_ERROR']._serialized_end=783
-  _globals['_STYLIZEDFRAME']._serialized_start=786
-  _globals['_STYLIZEDFRAME']._serialized_end=920
-  _globals['_STYLETRANSFER']._serialized_start=1036
-  _globals['_STYLETRANSFER']._serialized_end=1288
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\020io.styletrain.v1B\017StyletrainProtoP\001ZBgithub.com/styletrain/styletrain/gen/go/styletrain/v1;styletrainv1'
+  _globals['_STYLEBLEND_WEIGHTSENTRY']._loaded_options = None
+  _globals['_STYLEBLEND_WEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_IMAGEFORMAT']._serialized_start=1232
+  _globals['_IMAGEFORMAT']._serialized_end=1343
+  _globals['_STRENGTHMETHOD']._serialized_start=1345
+  _globals['_STRENGTHMETHOD']._serialized_end=1457
+  _globals['_LISTSTYLESREQUEST']._serialized_start=74
+  _globals['_LISTSTYLESREQUEST']._serialized_end=93
+  _globals['_MODEL']._serialized_start=95
+  _globals['_MODEL']._serialized_end=184
+  _globals['_LISTSTYLESRESPONSE']._serialized_start=186
+  _globals['_LISTSTYLESRESPONSE']._serialized_end=244
+  _globals['_OUTPUTOPTIONS']._serialized_start=246
+  _globals['_OUTPUTOPTIONS']._serialized_end=340
+  _globals['_STYLEBLEND']._serialized_start=342
+  _globals['_STYLEBLEND']._serialized_end=459
+  _globals['_STYLEBLEND_WEIGHTSENTRY']._serialized_start=413
+  _globals['_STYLEBLEND_WEIGHTSENTRY']._serialized_end=459
+  _globals['_STYLIZEREQUEST']._serialized_start=462
+  _globals['_STYLIZEREQUEST']._serialized_end=705
+  _globals['_STYLIZERESPONSE']._serialized_start=708
+  _globals['_STYLIZERESPONSE']._serialized_end=997
+  _globals['_STYLIZESTREAMREQUEST']._serialized_start=999
+  _globals['_STYLIZESTREAMREQUEST']._serialized_end=1087
+  _globals['_STYLIZESTREAMRESPONSE']._serialized_start=1090
+  _globals['_STYLIZESTREAMRESPONSE']._serialized_end=1230
+  _globals['_STYLETRANSFERSERVICE']._serialized_start=1460
+  _globals['_STYLETRANSFERSERVICE']._serialized_end=1735
 # @@protoc_insertion_point(module_scope)

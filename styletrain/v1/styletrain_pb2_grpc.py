@@ -25,8 +25,9 @@ if _version_not_supported:
     )
 
 
-class StyleTransferStub:
-    """Missing associated documentation comment in .proto file."""
+class StyleTransferServiceStub:
+    """Fast style transfer with trained feedforward nets.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,27 +36,29 @@ class StyleTransferStub:
             channel: A grpc.Channel.
         """
         self.ListStyles = channel.unary_unary(
-                '/styletrain.v1.StyleTransfer/ListStyles',
+                '/styletrain.v1.StyleTransferService/ListStyles',
                 request_serializer=styletrain_dot_v1_dot_styletrain__pb2.ListStylesRequest.SerializeToString,
                 response_deserializer=styletrain_dot_v1_dot_styletrain__pb2.ListStylesResponse.FromString,
                 _registered_method=True)
         self.Stylize = channel.unary_unary(
-                '/styletrain.v1.StyleTransfer/Stylize',
+                '/styletrain.v1.StyleTransferService/Stylize',
                 request_serializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeRequest.SerializeToString,
                 response_deserializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeResponse.FromString,
                 _registered_method=True)
         self.StylizeStream = channel.stream_stream(
-                '/styletrain.v1.StyleTransfer/StylizeStream',
-                request_serializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeFrame.SerializeToString,
-                response_deserializer=styletrain_dot_v1_dot_styletrain__pb2.StylizedFrame.FromString,
+                '/styletrain.v1.StyleTransferService/StylizeStream',
+                request_serializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamRequest.SerializeToString,
+                response_deserializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamResponse.FromString,
                 _registered_method=True)
 
 
-class StyleTransferServicer:
-    """Missing associated documentation comment in .proto file."""
+class StyleTransferServiceServicer:
+    """Fast style transfer with trained feedforward nets.
+    """
 
     def ListStyles(self, request, context):
-        """The loaded models and the styles each holds.
+        """The loaded models, the styles each holds and what runs them. Never waits behind inference.
+        Status codes: OK; UNAVAILABLE while the server is shutting down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,21 +66,34 @@ class StyleTransferServicer:
 
     def Stylize(self, request, context):
         """Stylize one encoded image.
+        Status codes:
+        - INVALID_ARGUMENT: undecodable or unsupported image, too many pixels, a side below 16 px
+        (also after max_side), bad output options, bad strength, negative/non-finite blend weights
+        or weights summing to 0, too many blend entries, no style named for a multi-style model;
+        - NOT_FOUND: an unknown model, or a style no loaded model holds;
+        - RESOURCE_EXHAUSTED: the server is busy (all inference slots or its memory budget in use):
+        retry with backoff, after the `grpc-retry-pushback-ms` trailer if present;
+        - DEADLINE_EXCEEDED / CANCELLED: the call's deadline passed or it was cancelled; work stops;
+        - UNAVAILABLE: the server is draining for shutdown;
+        - UNAUTHENTICATED: a token is required and the call's `authorization: Bearer` token is wrong;
+        - INTERNAL: a bug or a model that produced non-finite values.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StylizeStream(self, request_iterator, context):
-        """Stylize a stream of frames: one response per frame, in request order, frame ids echoed.
-        A bad frame gets an error in its own response; the stream goes on.
+        """Stylize a stream of frames (video): one response per request, in request order, frame ids
+        echoed. A bad frame gets its own error (a google.rpc.Status with the codes of Stylize) and the
+        stream goes on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
+        UNAUTHENTICATED, or CANCELLED/DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_StyleTransferServicer_to_server(servicer, server):
+def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListStyles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListStyles,
@@ -91,19 +107,20 @@ def add_StyleTransferServicer_to_server(servicer, server):
             ),
             'StylizeStream': grpc.stream_stream_rpc_method_handler(
                     servicer.StylizeStream,
-                    request_deserializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeFrame.FromString,
-                    response_serializer=styletrain_dot_v1_dot_styletrain__pb2.StylizedFrame.SerializeToString,
+                    request_deserializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamRequest.FromString,
+                    response_serializer=styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'styletrain.v1.StyleTransfer', rpc_method_handlers)
+            'styletrain.v1.StyleTransferService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('styletrain.v1.StyleTransfer', rpc_method_handlers)
+    server.add_registered_method_handlers('styletrain.v1.StyleTransferService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class StyleTransfer:
-    """Missing associated documentation comment in .proto file."""
+class StyleTransferService:
+    """Fast style transfer with trained feedforward nets.
+    """
 
     @staticmethod
     def ListStyles(request,
@@ -119,7 +136,7 @@ class StyleTransfer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/styletrain.v1.StyleTransfer/ListStyles',
+            '/styletrain.v1.StyleTransferService/ListStyles',
             styletrain_dot_v1_dot_styletrain__pb2.ListStylesRequest.SerializeToString,
             styletrain_dot_v1_dot_styletrain__pb2.ListStylesResponse.FromString,
             options,
@@ -146,7 +163,7 @@ class StyleTransfer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/styletrain.v1.StyleTransfer/Stylize',
+            '/styletrain.v1.StyleTransferService/Stylize',
             styletrain_dot_v1_dot_styletrain__pb2.StylizeRequest.SerializeToString,
             styletrain_dot_v1_dot_styletrain__pb2.StylizeResponse.FromString,
             options,
@@ -173,9 +190,9 @@ class StyleTransfer:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/styletrain.v1.StyleTransfer/StylizeStream',
-            styletrain_dot_v1_dot_styletrain__pb2.StylizeFrame.SerializeToString,
-            styletrain_dot_v1_dot_styletrain__pb2.StylizedFrame.FromString,
+            '/styletrain.v1.StyleTransferService/StylizeStream',
+            styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamRequest.SerializeToString,
+            styletrain_dot_v1_dot_styletrain__pb2.StylizeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

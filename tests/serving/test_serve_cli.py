@@ -26,7 +26,7 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 60
-        while "serving styletrain.v1.StyleTransfer on" not in log_path.read_text():
+        while "serving styletrain.v1.StyleTransferService on" not in log_path.read_text():
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "server did not start: " + log_path.read_text()
             time.sleep(0.2)

@@ -169,7 +169,6 @@ OVERSIZE = object()  # stands for an image one byte over the server's message li
     ({"blend": {"candy": float("nan"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
     ({"blend": {"candy": float("inf"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
     ({"blend": {"candy": 0.0, "udnie": 0.0}}, "INVALID_ARGUMENT", "sum to more than 0"),
-    ({"style": "candy", "blend": {"candy": 1.0}}, "INVALID_ARGUMENT", "either a style or a blend"),
     ({"model": "multi"}, "INVALID_ARGUMENT", "this model holds 3 styles; choose one"),
     ({"model": "nope", "style": "candy"}, "NOT_FOUND", "unknown model 'nope'"),
     ({"style": "candy", "quality": 101}, "INVALID_ARGUMENT", "quality must be 1-100"),
