@@ -18,15 +18,19 @@ FORMATS = {"jpg": pb.IMAGE_FORMAT_JPEG, "jpeg": pb.IMAGE_FORMAT_JPEG, "png": pb.
 
 def make_request(image: bytes, *, style: str | None = None, blend: Mapping[str, float] | None = None,
                  model: str | None = None, output_format: str | None = None, quality: int | None = None,
-                 max_side: int | None = None) -> pb.StylizeRequest:
-    """A ``StylizeRequest``; ``output_format`` is ``"jpeg"``, ``"png"`` or ``"webp"`` (None: JPEG)."""
+                 max_side: int | None = None, strength: float | None = None,
+                 preserve_color: bool = False) -> pb.StylizeRequest:
+    """A ``StylizeRequest``; ``output_format`` is ``"jpeg"``, ``"png"`` or ``"webp"`` (None: JPEG);
+    ``strength`` 0..1 (None: full style)."""
     if output_format is not None and output_format.lower() not in FORMATS:
         raise ValueError(f"output format must be one of {sorted(FORMATS)}; got {output_format!r}")
     options = pb.OutputOptions(format=FORMATS[output_format.lower()] if output_format else 0,
                                quality=quality or 0, max_side=max_side or 0)
     if style and blend:
         raise ValueError("give a style or a blend, not both")
-    request = pb.StylizeRequest(image=image, model=model or "", options=options)
+    request = pb.StylizeRequest(image=image, model=model or "", options=options, preserve_color=preserve_color)
+    if strength is not None:
+        request.strength = strength
     if style:
         request.style = style
     elif blend:

@@ -29,11 +29,15 @@ class UnknownModel(UserError):
 
 @dataclass(frozen=True)
 class Selection:
-    """The model chosen for a request and its normalised (N,) style weights."""
+    """The model chosen for a request, its normalised (N,) style weights, and how to finish its output
+    (strength applied by pixel blending when ``strength_method`` is "pixel"; colour preservation)."""
 
     name: str
     stylizer: Stylizer
     weights: np.ndarray
+    strength: float | None = None
+    strength_method: str = ""
+    preserve_color: bool = False
 
 
 class ModelRegistry:

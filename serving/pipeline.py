@@ -6,6 +6,7 @@ Each step raises ``Failure`` with the gRPC status and the message for the client
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from serving.models import ModelRegistry, Selection, UnknownModel
 from styletrain.errors import UserError
 from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
 from styletrain.runtime import RunCancelled, RunOptions
+from styletrain.runtime.adjust import finish
+from styletrain.styles import with_strength
 from styletrain.v1 import styletrain_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -56,14 +59,24 @@ def output_options(options: pb.OutputOptions, *, min_side: int) -> Output:
     return Output(FORMATS[options.format], options.quality or DEFAULT_QUALITY, options.max_side or None)
 
 
+STRENGTH_METHODS = {"": pb.STRENGTH_METHOD_UNSPECIFIED, "identity": pb.STRENGTH_METHOD_IDENTITY,
+                    "pixel": pb.STRENGTH_METHOD_PIXEL_BLEND}
+
+
 def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
-    """The model and weights for the request: NOT_FOUND for an unknown model, INVALID_ARGUMENT for bad styles."""
+    """The model, weights and output adjustments for the request: NOT_FOUND for an unknown model,
+    INVALID_ARGUMENT for bad styles or strength."""
+    strength = request.strength if request.HasField("strength") else None
     try:
-        return registry.select(model=request.model, style=request.style, blend=dict(request.style_blend.weights))
+        selection = registry.select(model=request.model, style=request.style,
+                                    blend=dict(request.style_blend.weights))
+        weights, method = with_strength(selection.stylizer.style_names, selection.weights, strength)
     except UnknownModel as exc:
         raise Failure(grpc.StatusCode.NOT_FOUND, str(exc)) from None
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+    return dataclasses.replace(selection, weights=weights, strength=strength, strength_method=method,
+                               preserve_color=request.preserve_color)
 
 
 def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> Image.Image:
@@ -78,8 +91,9 @@ def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None)
 def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
     """Stylize ``image``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors."""
     start = time.perf_counter()
+    content = image_to_array(image)
     try:
-        output = selection.stylizer.run(image_to_array(image), selection.weights, options=options)
+        output = selection.stylizer.run(content, selection.weights, options=options)
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
@@ -89,6 +103,8 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
     if not np.isfinite(output).all():
         log.error("model %s produced non-finite values", selection.name)
         raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
+    output = finish(output, content, strength=selection.strength, strength_method=selection.strength_method,
+                    preserve=selection.preserve_color)
     return array_to_image(output), run_ms
 
 

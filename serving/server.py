@@ -107,7 +107,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         return pb.StylizeResponse(image=encoded, width=result.width, height=result.height,
                                   format=request.options.format or pb.IMAGE_FORMAT_JPEG, model=selection.name,
                                   inference_ms=inference_ms, total_ms=total_ms, backend=selection.stylizer.backend,
-                                  device=selection.stylizer.device, batch_size=1)
+                                  device=selection.stylizer.device, batch_size=1,
+                                  strength_method=pipeline.STRENGTH_METHODS[selection.strength_method])
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[None]:

@@ -72,12 +72,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_max_side(image: Image.Image, max_side: int | None) -> Image.Image:
-    """Shrink (never enlarge) so the longer side is at most ``max_side``, keeping the aspect ratio."""
+def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int = 1) -> Image.Image:
+    """Shrink (never enlarge) so the longer side is at most ``max_side``, keeping the aspect ratio;
+    ``UserError`` if that would make the shorter side less than ``min_side``."""
     if max_side is None or max(image.size) <= max_side:
         return image
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if min(size) < min_side:
+        raise UserError(f"max side {max_side} would shrink {image.width}x{image.height} to {size[0]}x{size[1]}, "
+                        f"below the minimum side of {min_side} px; use a larger max side")
     return image.resize(size, Image.Resampling.LANCZOS)
 
 

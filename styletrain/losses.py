@@ -87,7 +87,8 @@ class StyleLoss(LossTerm):
     """Gram matching against N cached style targets, blended per sample by the style weights (B, N).
 
     One-hot rows select a style, other convex rows use the weighted average of the Gram targets (how
-    Gatys blends several styles); each layer's MSE is scaled by its layer weight.
+    Gatys blends several styles); each layer's MSE is scaled by its layer weight. A row of zeros
+    means "no style" for that sample (the identity row of a multi-style net): its style term is 0.
     """
 
     name = "style"
@@ -113,9 +114,11 @@ class StyleLoss(LossTerm):
         return [torch.einsum("bn,ncd->bcd", w, getattr(self, f"gram_{i}")) for i in range(len(self.layers))]
 
     def forward(self, inputs: LossInputs) -> Tensor:
+        styled = inputs.style_weights.float().sum(1)  # (B,): 1 for a style or blend, 0 for none
         loss = inputs.image.new_zeros((), dtype=torch.float32)
         for layer, weight, target in zip(self.layers, self.layer_weights, self.targets(inputs.style_weights)):
-            loss = loss + weight * F.mse_loss(gram_matrix(inputs.features[layer]), target)
+            per_sample = (gram_matrix(inputs.features[layer]) - target).pow(2).mean(dim=(1, 2))
+            loss = loss + weight * (per_sample * styled).mean()
         return self.weight * loss
 
 

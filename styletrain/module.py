@@ -25,7 +25,7 @@ from styletrain.errors import UserError
 from styletrain.images import open_image, resize_side, to_tensor
 from styletrain.losses import LossConfig, LossTerms, PerceptualLoss
 from styletrain.metadata import ModelMetadata
-from styletrain.styles import style_name
+from styletrain.styles import IDENTITY, style_name
 from styletrain.transformer import TransformerNet
 
 DEFAULT_LOSS = LossConfig()
@@ -56,6 +56,7 @@ class StyleTransferModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         base_checkpoint: str | None = None,
+        identity: bool = False,
         recipe: str | None = None,
     ) -> None:
         super().__init__()
@@ -67,6 +68,10 @@ class StyleTransferModule(L.LightningModule):
         new_names = [style_name(p) for p in style_images]
         if not new_names:
             raise UserError("give at least one --style image")
+        if identity:
+            if base_checkpoint is not None:
+                raise UserError("--identity trains a new multi-style net; it cannot be added with --base")
+            new_names.append(IDENTITY)  # a row trained with content and TV only: "no style"
         if base_checkpoint is None:
             self.style_names = new_names
             self.net = TransformerNet(len(new_names), width=width, num_residuals=num_residuals)
@@ -130,13 +135,14 @@ class StyleTransferModule(L.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------------
     def _style_choice(self, batch_size: int, stage: str) -> tuple[Tensor, Tensor]:
-        """Per-photo style: net weights (B, N_net) and loss weights (B, N_trained), one-hot."""
+        """Per-photo style: net weights (B, N_net) and loss weights (B, N_style_images), one-hot;
+        the identity row's loss weights are all zero (no style term)."""
         k = len(self.trained)
         if stage == "train":
             pick = torch.randint(k, (batch_size,), device=self.device)
         else:  # fixed styles for validation, so its losses are comparable across steps
             pick = torch.arange(batch_size, device=self.device) % k
-        loss_w = F.one_hot(pick, k).float()
+        loss_w = F.one_hot(pick, k)[:, :len(self.hparams.style_images)].float()
         net_w = F.one_hot(torch.tensor(self.trained, device=self.device)[pick], len(self.style_names)).float()
         return net_w, loss_w
 

@@ -15,6 +15,11 @@ import numpy as np
 from styletrain.errors import UserError
 
 
+IDENTITY = "identity"
+"""A multi-style net's row trained with content and TV loss only: the photo, cleaned. Mixing it in
+sets the style's strength in one pass (``with_strength``)."""
+
+
 def style_name(path: str | Path) -> str:
     """A style is named after its image file: ``styles/the_scream.jpg`` -> ``the_scream``."""
     return Path(path).stem
@@ -72,3 +77,23 @@ def style_weights(
     weights = np.zeros(len(names), dtype=np.float32)
     weights[list(names).index(style)] = 1.0
     return weights
+
+
+def with_strength(names: Sequence[str], weights: np.ndarray, strength: float | None) -> tuple[np.ndarray, str]:
+    """Weights that apply the style at ``strength`` (0: the photo, 1 or None: the full style).
+
+    Returns (weights, method): "identity" when the model has an identity row (the weights are mixed
+    with it: one pass, no extra cost), "pixel" when the caller must blend the output with the input
+    (``styletrain.runtime.adjust.blend_pixels``), "" at full strength.
+    """
+    if strength is None:
+        return weights, ""
+    if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise UserError(f"strength must be between 0 (the photo) and 1 (the full style); got {strength}")
+    if strength == 1.0:
+        return weights, ""
+    if IDENTITY in names:
+        identity = np.zeros(len(names), dtype=np.float32)
+        identity[list(names).index(IDENTITY)] = 1.0
+        return (strength * weights + (1.0 - strength) * identity).astype(np.float32), "identity"
+    return weights, "pixel"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -65,6 +66,26 @@ def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):
     assert outs["pure"] == outs["candy"] and outs["blend"] != outs["candy"]
 
 
+def test_stylize_strength_and_preserve_color(tmp_path, single_ckpt):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(40, 220, (32, 48, 3), dtype=np.uint8)).save(photo)
+
+    def stylize(*extra: str) -> np.ndarray:
+        out = tmp_path / "out.png"
+        argv = ["stylize", "--checkpoint", str(single_ckpt), "--input", str(photo), "--output", str(out), *extra]
+        assert main(argv) == 0
+        return np.asarray(Image.open(out), dtype=np.float64)
+
+    original = np.asarray(Image.open(photo), dtype=np.float64)
+    full, none, half = stylize(), stylize("--strength", "0"), stylize("--strength", "0.5")
+    assert np.abs(none - original).max() <= 1  # a single-style net: strength blends pixels with the photo
+    assert np.abs(half - (full + original) / 2).max() <= 1.5
+    kept = stylize("--preserve-color")
+    chroma = lambda rgb: rgb @ np.array([[0.596, 0.211], [-0.274, -0.523], [-0.322, 0.312]])  # noqa: E731
+    assert np.abs(chroma(kept) - chroma(original)).mean() < np.abs(chroma(full) - chroma(original)).mean() / 3
+
+
 def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(photo.read_bytes()[:100])
@@ -86,6 +107,8 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
         "VGG weights file not found": ["train", "--style", str(photo), "--content-dir", str(tmp_path),
                                        "--out", str(tmp_path / "r"), "--vgg-weights", str(tmp_path / "v.pth")],
         "missing --content-dir, --out": ["train", "--style", str(photo)],
+        "below the minimum side of 16 px": [*stylize, "--input", str(photo), "--style", "candy", "--max-side", "17"],
+        "strength must be between 0": [*stylize, "--input", str(photo), "--style", "candy", "--strength", "2"],
     }
     (tmp_path / "notes.txt").write_text("hello")
     for i in range(5):

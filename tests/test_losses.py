@@ -103,3 +103,14 @@ def test_loss_config_rejects_bad_settings():
         LossConfig(style_layer_weights=(1.0,))
     with pytest.raises(ValueError, match="tv_weight must be non-negative"):
         LossConfig(tv_weight=-1)
+
+
+def test_a_zero_style_row_has_no_style_loss_and_one_hot_rows_keep_the_mse():
+    torch.manual_seed(0)
+    loss = PerceptualLoss(LossConfig(), [torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)], weights="random")
+    output, content = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # style 0, style 1, no style (identity)
+    mixed = loss(output, rows, content=content)["style"]
+    per_sample = [float(loss(output[i:i + 1], rows[i:i + 1], content=content[i:i + 1])["style"]) for i in range(3)]
+    assert per_sample[2] == 0.0 and per_sample[0] > 0 and per_sample[1] > 0
+    assert float(mixed) == pytest.approx(sum(per_sample) / 3, rel=1e-5)

@@ -116,3 +116,18 @@ def test_duplicate_style_names_are_rejected(tmp_path):
     b = write_images(tmp_path / "b", 1)[0]
     with pytest.raises(UserError, match="unique"):
         StyleTransferModule([str(a), str(b)], vgg_weights="random")
+
+
+def test_identity_row_trains_with_the_styles(tmp_path, photos):
+    styles = write_images(tmp_path / "styles", 2, seed=9)
+    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True, **FAST)
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=3, num_workers=0, val_count=2)
+    last = fit(module, data, tmp_path / "run", quick(3))
+    net, meta = load_transformer(last)
+    assert meta.style_names == ["img0", "img1", "identity"] and net.num_styles == 3
+
+
+def test_identity_cannot_be_added_to_a_base(tmp_path, multi_ckpt):
+    style = write_images(tmp_path / "styles", 1, seed=9)[0]
+    with pytest.raises(UserError, match="--identity trains a new multi-style net"):
+        StyleTransferModule([str(style)], vgg_weights="random", identity=True, base_checkpoint=str(multi_ckpt))

@@ -47,3 +47,18 @@ def test_unknown_and_missing_style():
         style_weights(NAMES, blend={"picasso": 1.0})
     with pytest.raises(UserError, match="holds 3 styles; choose one"):
         style_weights(NAMES)
+
+
+def test_strength_mixes_in_the_identity_row_or_asks_for_a_pixel_blend():
+    from styletrain.styles import with_strength
+
+    names = ["candy", "udnie", "identity"]
+    weights = style_weights(names, blend={"candy": 1, "udnie": 3})
+    mixed, method = with_strength(names, weights, 0.4)
+    np.testing.assert_allclose(mixed, [0.1, 0.3, 0.6], atol=1e-6)
+    assert method == "identity"
+    assert with_strength(["candy", "udnie"], weights[:2], 0.4)[1] == "pixel"
+    full, method = with_strength(names, weights, 1.0)
+    assert method == "" and full is weights
+    with pytest.raises(UserError, match="strength must be between 0"):
+        with_strength(names, weights, 1.5)

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "holding all requested styles, preferring multi-style models)")
     stylize.add_argument("--max-side", type=int, help="server shrinks the input so its longer side is at most this")
     stylize.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (server default 90)")
+    stylize.add_argument("--strength", type=float, help="0 (the photo) to 1 (the full style, default)")
+    stylize.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +62,7 @@ def _stylize(client: StyleClient, args: argparse.Namespace) -> int:
     result = client.stylize(source.read_bytes(), style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None, model=args.model,
                             output_format=output.suffix.lstrip(".").lower(), quality=args.quality,
-                            max_side=args.max_side)
+                            max_side=args.max_side, strength=args.strength, preserve_color=args.preserve_color)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(result.image)
     print(f"wrote {output} ({result.width}x{result.height}, model {result.model}, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from styletrain.cli._args import positive
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a styletrain .ckpt or exported .onnx")
@@ -13,7 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--style", metavar="NAME", help="style to apply (a multi-style model needs one of these)")
     choice.add_argument("--blend", metavar="NAME=W,...", help="mix of styles by weight, e.g. candy=0.7,mosaic=0.3")
-    p.add_argument("--max-side", type=int, help="shrink the input so its longer side is at most this")
+    p.add_argument("--max-side", type=positive(), help="shrink the input so its longer side is at most this")
+    p.add_argument("--strength", type=float, help="0 (the photo) to 1 (the full style, default); uses the model's "
+                   "identity row where it has one, else blends pixels with the input")
+    p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours: take only the "
+                   "luminance of the stylized image (Gatys et al. 2016)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     stylizer = load_stylizer(args.checkpoint)
     weights = style_weights(stylizer.style_names, style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None)
-    image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side)
-    save_image(stylizer(image, weights), Path(args.output))
+    image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side,
+                            min_side=stylizer.min_side)
+    save_image(stylizer(image, weights, strength=args.strength, preserve_color=args.preserve_color),
+               Path(args.output))
     print(f"wrote {args.output}")
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# NTSC YIQ: Y is luminance, I and Q carry the colour.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
-                            [0.595716, -0.274453, -0.321263],
-                            [0.211456, -0.522591, 0.311135]])
+from styletrain.runtime.adjust import RGB_TO_YIQ, YIQ_TO_RGB
+
+_RGB_TO_YIQ = torch.from_numpy(RGB_TO_YIQ)
+_YIQ_TO_RGB = torch.from_numpy(YIQ_TO_RGB)
 
 
 def rgb_to_yiq(image: Tensor) -> Tensor:
@@ -18,7 +18,7 @@ def rgb_to_yiq(image: Tensor) -> Tensor:
 
 def yiq_to_rgb(image: Tensor) -> Tensor:
     """(B, 3, H, W) YIQ -> RGB."""
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_YIQ).to(image), image)
+    return torch.einsum("ij,bjhw->bihw", _YIQ_TO_RGB.to(image), image)
 
 
 def luminance_image(image: Tensor) -> Tensor:

@@ -18,6 +18,8 @@ from PIL import Image
 
 from styletrain.images import array_to_image, image_to_array
 from styletrain.metadata import MIN_SIDE, ModelMetadata
+from styletrain.runtime.adjust import finish
+from styletrain.styles import with_strength
 
 
 
@@ -86,9 +88,15 @@ class Stylizer(abc.ABC):
         Raises ``RunCancelled`` when ``options`` is cancelled before or during the run.
         """
 
-    def __call__(self, image: Image.Image, style_weights: np.ndarray) -> Image.Image:
-        """Stylize one PIL image with (N,) style weights."""
-        return array_to_image(self.run(image_to_array(image), style_weights))
+    def __call__(self, image: Image.Image, style_weights: np.ndarray, *, strength: float | None = None,
+                 preserve_color: bool = False) -> Image.Image:
+        """Stylize one PIL image with (N,) style weights, at ``strength`` (0..1; None: full), keeping
+        the photo's colours with ``preserve_color``."""
+        weights, method = with_strength(self.style_names, style_weights, strength)
+        content = image_to_array(image)
+        output = self.run(content, weights)
+        return array_to_image(finish(output, content, strength=strength, strength_method=method,
+                                     preserve=preserve_color))
 
     def warm_up(self, side: int = 64) -> None:
         """Run once so the first real request does not pay for kernel selection and allocation."""

@@ -117,6 +117,27 @@ def test_blends(live: Live) -> None:
     np.testing.assert_array_equal(run(blend={"candy": 3.0, "udnie": 3.0}), mix)  # normalised to sum 1
 
 
+def test_strength_and_preserve_color(live: Live) -> None:
+    image = encode(48, 32, seed=4)
+    photo = decode(image).astype(int)
+
+    def run(**options: object) -> tuple[np.ndarray, pb.StylizeResponse]:
+        response = live.client.stylize(image, style="candy", output_format="png", **options)
+        return decode(response.image).astype(int), response
+
+    full, response = run()
+    assert response.strength_method == pb.STRENGTH_METHOD_UNSPECIFIED
+    none, response = run(strength=0.0)  # the test models have no identity row: a pixel blend
+    assert response.strength_method == pb.STRENGTH_METHOD_PIXEL_BLEND and np.abs(none - photo).max() <= 1
+    half, _ = run(strength=0.5)
+    assert np.abs(half - (full + photo) / 2).max() <= 1.5
+    kept, _ = run(preserve_color=True)
+    assert np.abs(kept - full).mean() > 1
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(image, style="candy", strength=1.5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "strength must be between" in info.value.details()
+
+
 def test_model_selection(live: Live) -> None:
     image = encode(32, 32)
     assert live.client.stylize(image, style="mosaic").model == "multi"  # the multi-style model is preferred
