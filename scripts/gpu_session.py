@@ -5,10 +5,18 @@ Here, once (CPU):
         -> .carry/gpu/ (git-ignored, <= 60 MiB): a float16 VGG16 truncated after relu4_3, the training
            photos re-encoded at 288 px short side, the paintings and the demo photos, laid out like
            ../shared so the recipes in configs/ run unchanged against it.
-On the GPU machine (device tool: carry .carry, copy results to $OUT), each stage in one call:
+On the GPU machine (device tool: carry .carry; everything for the user lands in $OUT):
+    python3 scripts/gpu_session.py check              # versions, CUDA, bf16, the imports training needs
     python3 scripts/gpu_session.py probe              # <= 3 min: images/s table (bench_training.py)
     python3 scripts/gpu_session.py train --minutes 8  # every model side by side, resuming
     python3 scripts/gpu_session.py evaluate           # evaluate --device cuda on the demo photos
+Options the script does not know go on to the command it runs (``styletrain train``,
+``bench_training.py``, ``styletrain evaluate``), e.g. ``train --max-steps 2 --image-size 64`` in tests.
+
+A 30-minute lease, planned: call 1 (10 min): check, probe, then ``train --minutes 5`` with the batch
+size the probe favours (edit configs/*.yaml here first if it is not 16); call 2: ``train --minutes 9``;
+call 3: ``train --minutes 6`` then ``evaluate`` if time is left (else evaluate here). Each call starts
+with ``set -o pipefail`` and ends by leaving the slim checkpoints in $OUT.
 ``train`` resumes from runs/gpu/NAME/last.ckpt while the machine stays warm, else starts from the slim
 checkpoints of the last call (``--init-dir``, e.g. the files that came back, carried again), so losing
 the machine costs one run. After each stage the slim checkpoints, logs and sample grids go to $OUT.
@@ -141,21 +149,43 @@ def evaluate(names: list[str], shared: Path, out: Path, *, steps: int, size: int
         subprocess.run(command, check=True, cwd=ROOT)
 
 
+def check() -> None:
+    """What the machine has: fail fast (and cheaply) on a missing import before any training."""
+    import lightning
+    import torch
+    import torchvision
+
+    import styletrain.cli.train  # noqa: F401  (the training command's imports)
+    import styletrain.module  # noqa: F401
+    from styletrain.train import default_precision
+
+    cuda = torch.cuda.is_available()
+    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"lightning {lightning.__version__}, cuda {cuda}"
+          + (f" ({torch.cuda.get_device_name()}, bf16 {torch.cuda.is_bf16_supported()})" if cuda else "")
+          + f", default precision {default_precision('auto')}, {os.cpu_count()} CPU cores")
+
+
 def probe(shared: Path, out: Path, extra: list[str]) -> None:
     """The training throughput table on this device, photos from ``shared``."""
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--widths", "32",
                "--batches", "8,16,32", "--no-compile", "--steps", "10", "--warmup", "3", "--bf16-check-steps", "0",
                "--data", str(shared / "data" / "train"), "--workers", str(min(12, os.cpu_count() or 1)), *extra]
     print(" ".join(command), flush=True)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        text = result.stdout + result.stderr[-2000:]
+    except subprocess.TimeoutExpired as exc:  # keep the rows measured so far
+        partial = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        text = partial + "\nprobe stopped at its 3-minute limit\n"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.txt").write_text(result.stdout + result.stderr)
-    print(result.stdout + result.stderr[-2000:])
+    (out / "probe.txt").write_text(text)
+    print(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("stage", choices=("pack", "probe", "train", "evaluate"))
+    parser.add_argument("stage", choices=("pack", "check", "probe", "train", "evaluate"))
     parser.add_argument("names", nargs="*", default=list(MODELS), help=f"models (default: {' '.join(MODELS)})")
     parser.add_argument("--shared", type=Path, help=f"data root laid out like ../shared (default: {SHARED} if it "
                         f"exists, else {PACK.relative_to(ROOT)})")
@@ -167,9 +197,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "runs" / "gpu-out")))
     parser.add_argument("--minutes", type=float, default=8.0, help="train: wall-clock limit of this run")
     parser.add_argument("--init-dir", type=Path, help="train: slim NAME.ckpt files to start from on a fresh machine")
-    parser.add_argument("--steps", type=int, default=100, help="evaluate: L-BFGS steps")
-    parser.add_argument("--size", type=int, default=256, help="evaluate: photo size")
-    parser.add_argument("--device", default="cuda", help="evaluate: device")
+    parser.add_argument("--eval-steps", type=int, default=100, help="evaluate: L-BFGS steps")
+    parser.add_argument("--eval-size", type=int, default=256, help="evaluate: photo size")
+    parser.add_argument("--eval-device", default="cuda", help="evaluate: device")
     args, extra = parser.parse_known_args()
     unknown = [n for n in args.names if n not in MODELS]
     if unknown:
@@ -179,12 +209,15 @@ def main() -> None:
     start = time.monotonic()
     if args.stage == "pack":
         pack(shared, args.pack, short_side=args.short_side, quality=args.quality, limit=args.limit)
+    elif args.stage == "check":
+        check()
     elif args.stage == "probe":
         probe(shared, args.out, extra)
     elif args.stage == "train":
         train(args.names, args.minutes, shared, args.runs, args.out, init_dir=args.init_dir, extra=extra)
     else:
-        evaluate(args.names, shared, args.out, steps=args.steps, size=args.size, device=args.device, extra=extra)
+        evaluate(args.names, shared, args.out, steps=args.eval_steps, size=args.eval_size, device=args.eval_device,
+                 extra=extra)
     print(f"{args.stage} took {time.monotonic() - start:.0f} s")
 
 
