@@ -7,15 +7,17 @@ Each step raises ``Failure`` with the gRPC status and the message for the client
 from __future__ import annotations
 
 import logging
+import math
 import time
+import uuid
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from PIL import Image
 
-from serving.models import ModelRegistry, Selection, UnknownModel
-from styletrain.errors import UserError
+from serving.models import ModelRegistry, Selection, UnknownModel, UnknownStyle
+from styletrain.errors import UserError, shorten
 from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
 from styletrain.runtime import RunCancelled, RunOptions
 from styletrain.v1 import styletrain_pb2 as pb
@@ -25,12 +27,19 @@ log = logging.getLogger(__name__)
 FORMATS = {pb.IMAGE_FORMAT_UNSPECIFIED: "JPEG", pb.IMAGE_FORMAT_JPEG: "JPEG",
            pb.IMAGE_FORMAT_PNG: "PNG", pb.IMAGE_FORMAT_WEBP: "WEBP"}
 DEFAULT_QUALITY = 90
+MAX_BLEND_ENTRIES = 64
+"""A blend names at most this many styles (or as many as the largest served model holds, if more)."""
+MAX_MESSAGE_CHARS = 500
+"""Longest error message sent to a client. gRPC sends it percent-encoded in a trailer, and clients
+refuse trailers above 8 KiB (with RESOURCE_EXHAUSTED, which this server means as "busy, retry")."""
 
 
 class Failure(Exception):
-    """A request that cannot be served: the status code and the message for the client."""
+    """A request that cannot be served: the status code and the message for the client, cut to
+    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code, self.message = code, message
 
@@ -57,22 +66,35 @@ def output_options(options: pb.OutputOptions, *, min_side: int) -> Output:
 
 
 def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
-    """The model and weights for the request: NOT_FOUND for an unknown model, INVALID_ARGUMENT for bad styles."""
+    """The model and weights for the request: NOT_FOUND for a model or style no model holds,
+    INVALID_ARGUMENT for other bad choices (too many blend entries, bad weights, a style of another model)."""
+    entries = len(request.style_blend.weights)
+    limit = max([MAX_BLEND_ENTRIES, *(len(m.style_names) for m in registry.models.values())])
+    if entries > limit:
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT, f"a blend names at most {limit} styles; got {entries}")
     try:
         return registry.select(model=request.model, style=request.style, blend=dict(request.style_blend.weights))
-    except UnknownModel as exc:
+    except (UnknownModel, UnknownStyle) as exc:
         raise Failure(grpc.StatusCode.NOT_FOUND, str(exc)) from None
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
 def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> Image.Image:
-    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if bad."""
+    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if
+    bad, also when shrinking would take a side below ``min_side``."""
     try:
         image = open_image(data, max_pixels=max_pixels, min_side=min_side)
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-    return resize_max_side(image, max_side)
+    resized = resize_max_side(image, max_side)
+    if min(resized.size) < min_side:
+        needed = math.ceil(min_side * max(image.size) / min(image.size))
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"max_side {max_side} shrinks the {image.width}x{image.height} image to "
+                      f"{resized.width}x{resized.height}, but both sides must be at least {min_side} px; "
+                      f"use a max_side of at least {needed}, or 0 to keep the size")
+    return resized
 
 
 def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
@@ -83,8 +105,10 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
-        log.exception("inference failed on %s", selection.name)
-        raise Failure(grpc.StatusCode.INTERNAL, f"inference failed: {exc}") from None
+        error_id = uuid.uuid4().hex[:8]  # the runtime's message names graph nodes and shapes: log it only
+        log.exception("inference failed on %s (error id %s)", selection.name, error_id)
+        raise Failure(grpc.StatusCode.INTERNAL,
+                      f"inference failed on model {selection.name} (error id {error_id} in the server log)") from None
     run_ms = (time.perf_counter() - start) * 1000
     if not np.isfinite(output).all():
         log.error("model %s produced non-finite values", selection.name)

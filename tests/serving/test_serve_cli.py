@@ -45,7 +45,7 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
 
         assert main(["client", "stylize", "--server", server, "--input", str(tmp_path / "in.jpg"),
                      "--output", str(tmp_path / "out.png"), "--style", "nope"]) == 2
-        assert "INVALID_ARGUMENT: no model holds all of ['nope']" in capsys.readouterr().err
+        assert "NOT_FOUND: unknown style 'nope'" in capsys.readouterr().err
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
