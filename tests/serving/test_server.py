@@ -18,6 +18,8 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
 
@@ -85,6 +87,25 @@ def test_health_and_reflection(live: Live) -> None:
     services = set(database.get_services())
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
     assert database.FindFileContainingSymbol(SERVICE_NAME).name == "styletrain/v1/styletrain.proto"
+
+
+def test_reflection_v1_is_served_as_well_as_v1alpha(live: Live) -> None:
+    """grpcio-reflection ships only v1alpha; current tools (grpcurl, Postman) ask grpc.reflection.v1."""
+    info = live.client.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)]
+    listed, v1_file, ours = list(info(iter(requests), timeout=10))
+    assert {s.name for s in listed.list_services_response.service} == {
+        SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection"}
+    names = [FileDescriptorProto.FromString(f).name for f in v1_file.file_descriptor_response.file_descriptor_proto]
+    assert names == ["grpc/reflection/v1/reflection.proto"]
+    names = [FileDescriptorProto.FromString(f).name for f in ours.file_descriptor_response.file_descriptor_proto]
+    assert "styletrain/v1/styletrain.proto" in names
 
 
 def test_output_is_the_input_size_and_equals_in_process_onnx(live: Live, onnx_models: dict[str, Path]) -> None:
