@@ -48,10 +48,14 @@ def read_token(token_file: str | Path | None = None, env: Mapping[str, str] = os
 
 
 def _read(path: str | Path, what: str) -> bytes:
+    """A PEM file's bytes; ``UserError`` if it is missing or not PEM."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
-    return path.read_bytes()
+    data = path.read_bytes()
+    if b"-----BEGIN " not in data:
+        raise UserError(f"{what} {path} is not a PEM file (-----BEGIN ...-----)")
+    return data
 
 
 def server_credentials(cert: str | Path, key: str | Path, ca: str | Path | None = None) -> grpc.ServerCredentials:
@@ -87,7 +91,8 @@ def bind(server: grpc.Server, address: str, *, tls_cert: str | Path | None = Non
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise UserError(f"cannot listen on {address}: {exc}") from None
+        check = " (are --tls-cert and --tls-key a matching PEM certificate and key?)" if tls_cert else ""
+        raise UserError(f"cannot listen on {address}: {exc}{check}") from None
     if port == 0:
         raise UserError(f"cannot listen on {address}: is the port in use?")
     host = address.rpartition(":")[0]

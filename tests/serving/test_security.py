@@ -129,13 +129,16 @@ def test_binding_beyond_this_machine_without_tls_or_token_warns(host: str, caplo
     assert caplog.records == []
 
 
-def test_tls_options_are_checked() -> None:
+def test_tls_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--tls-cert and --tls-key go together"):
         security.bind(_FakeServer(), "127.0.0.1:0", tls_cert="cert.pem")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="--tls-ca .* needs TLS"):
         security.bind(_FakeServer(), "127.0.0.1:0", tls_ca="ca.pem")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="TLS certificate not found: missing.pem"):
         security.bind(_FakeServer(), "127.0.0.1:0", tls_cert="missing.pem", tls_key="missing.key")  # type: ignore[arg-type]
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    with pytest.raises(UserError, match="TLS certificate .*cert.pem is not a PEM file"):
+        security.bind(_FakeServer(), "127.0.0.1:0", tls_cert=tmp_path / "cert.pem", tls_key="k")  # type: ignore[arg-type]
 
 
 def test_token_from_file_or_environment(tmp_path: Path) -> None:
