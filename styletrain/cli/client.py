@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         hint = ""
         if exc.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (exc.details() or ""):
             tls = args.tls or args.tls_ca or args.tls_cert
-            hint = " (is `styletrain serve` running there?" + ("" if tls else " If it serves TLS: --tls-ca or --tls") + ")"
+            hint = " (is `styletrain serve` running there?" + ("" if tls else " If it serves TLS: --tls-ca or --tls")
+            hint += ")"
         raise UserError(f"{args.server}: {exc.code().name}: {exc.details()}{hint}") from None
 
 

@@ -95,7 +95,8 @@ def reflection_services(channel: grpc.Channel, version: str = "v1alpha",
 # --- defaults ----------------------------------------------------------------------------------
 
 
-def test_default_address_is_loopback_and_reflection_is_on() -> None:
+def test_default_address_is_loopback_and_reflection_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STYLETRAIN_TOKEN", raising=False)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     address, config = config_from_args(parser.parse_args([]))
@@ -135,10 +136,12 @@ def test_tls_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--tls-ca .* needs TLS"):
         security.bind(_FakeServer(), "127.0.0.1:0", tls_ca="ca.pem")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="TLS certificate not found: missing.pem"):
-        security.bind(_FakeServer(), "127.0.0.1:0", tls_cert="missing.pem", tls_key="missing.key")  # type: ignore[arg-type]
+        security.bind(_FakeServer(), "127.0.0.1:0", tls_cert="missing.pem",  # type: ignore[arg-type]
+                      tls_key="missing.key")
     (tmp_path / "cert.pem").write_text("not a certificate")
     with pytest.raises(UserError, match="TLS certificate .*cert.pem is not a PEM file"):
-        security.bind(_FakeServer(), "127.0.0.1:0", tls_cert=tmp_path / "cert.pem", tls_key="k")  # type: ignore[arg-type]
+        security.bind(_FakeServer(), "127.0.0.1:0", tls_cert=tmp_path / "cert.pem",  # type: ignore[arg-type]
+                      tls_key="k")
 
 
 def test_token_from_file_or_environment(tmp_path: Path) -> None:
