@@ -7,13 +7,15 @@ both build their options here without importing grpc or onnxruntime.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_MODELS_DIR = Path("checkpoints")
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+TOKEN_ENV = "STYLETRAIN_TOKEN"
 
 
 @dataclass
@@ -34,6 +36,17 @@ class ServerConfig:
     """Seconds in-flight calls get to finish on shutdown."""
     providers: list[str] | None = None
     """onnxruntime providers (None: CUDA first when available, else CPU)."""
+    # Shutdown and security (serving.lifecycle, serving.security).
+    drain_delay: float = 5.0
+    """Seconds after SIGTERM that health reports NOT_SERVING and new calls get UNAVAILABLE, before stopping."""
+    reflection: bool = True
+    tls_cert: str | Path | None = None
+    """PEM certificate (chain); with ``tls_key``, the server speaks TLS only."""
+    tls_key: str | Path | None = None
+    tls_ca: str | Path | None = None
+    """PEM CA: clients must show a certificate it signed (mutual TLS)."""
+    token: str | None = field(default=None, repr=False)
+    """Calls (but health checks) need ``authorization: Bearer <token>``."""
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -48,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"folder of .onnx models exported with `styletrain export` (default: {d.models_dir})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--host", default="[::]", help="address to bind (default [::], all interfaces)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}, this machine "
+                   "only; 0.0.0.0 or [::] for every interface, best with TLS and a token)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per model (default: one per core)")
     p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
                    help=f"inference calls run at once; more get RESOURCE_EXHAUSTED (default {d.max_concurrent})")
@@ -59,11 +73,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=d.grace,
                    help=f"seconds in-flight calls get to finish after SIGTERM (default {d.grace:g})")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when CUDA is available")
+    p.add_argument("--drain-delay", type=float, default=d.drain_delay,
+                   help="seconds after SIGTERM that health reports NOT_SERVING while new calls get UNAVAILABLE, "
+                   f"before stopping (default {d.drain_delay:g}; Ctrl-C skips it)")
+    s = p.add_argument_group("security")
+    s.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (chain) and --tls-key")
+    s.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    s.add_argument("--tls-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
+    s.add_argument("--token-file", metavar="FILE", help="require 'authorization: Bearer TOKEN' metadata, TOKEN "
+                   f"read from FILE (default: ${TOKEN_ENV} if set); health checks need none")
+    s.add_argument("--no-reflection", dest="reflection", action="store_false",
+                   help="do not serve gRPC server reflection (on by default; needs the token when one is set)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     """The address to bind and the ``ServerConfig`` that ``add_arguments``'s options describe."""
+    from serving.security import read_token
+    from styletrain.errors import UserError
+
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
                           grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None)
+    if args.drain_delay < 0:
+        raise UserError(f"--drain-delay must be 0 or more seconds; got {args.drain_delay:g}")
+    config.drain_delay, config.reflection = args.drain_delay, args.reflection
+    config.tls_cert, config.tls_key, config.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
+    config.token = read_token(args.token_file)
     return f"{args.host}:{args.port}", config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styletrain.errors import UserError
+from styletrain.errors import UserError, names_text, quoted
 from styletrain.runtime import Stylizer, load_stylizer
 from styletrain.styles import style_weights
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 class UnknownModel(UserError):
     """A request named a model the server does not hold."""
+
+
+class UnknownStyle(UserError):
+    """A request named a style no loaded model holds."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ class ModelRegistry:
         return cls(models)
 
     def select(self, *, model: str = "", style: str = "", blend: Mapping[str, float] | None = None) -> Selection:
-        """The model for a request and its weights; raises ``UserError`` with the reason otherwise.
+        """The model for a request and its weights; raises ``UserError`` with the reason otherwise
+        (``UnknownModel`` / ``UnknownStyle`` for a model or style the server does not hold).
 
         With ``model`` empty, the candidates are the models holding every requested style (one
         style, or every style in ``blend``); the rule is: most styles first (a multi-style model
@@ -73,16 +78,24 @@ class ModelRegistry:
         With no style at all, the only single-style model loaded is used, if there is exactly one.
         """
         blend = dict(blend or {})
+        wanted = set(blend) | ({style} if style else set())
+        if model and model not in self.models:
+            raise UnknownModel(f"unknown model {quoted(model)}; available: [{names_text(self.models, 20)}]")
+        unknown = sorted(wanted - {s for m in self.models.values() for s in m.style_names})
+        if unknown:
+            raise UnknownStyle(f"unknown style{'s' if len(unknown) > 1 else ''} {names_text(unknown)}; "
+                               f"available: {self.styles_text()}")
         if model:
-            if model not in self.models:
-                raise UnknownModel(f"unknown model {model!r}; available: {list(self.models)}")
+            missing = sorted(wanted - set(self.models[model].style_names))
+            if missing:
+                raise UserError(self._elsewhere_text(model, missing))
             name = model
         else:
-            wanted = set(blend) | ({style} if style else set())
             if wanted:
                 candidates = [n for n, m in self.models.items() if wanted <= set(m.style_names)]
                 if not candidates:
-                    raise UserError(f"no model holds all of {sorted(wanted)}; available: {self.styles_text()}")
+                    raise UserError(f"no model holds all of {names_text(sorted(wanted))}; "
+                                    f"available: {self.styles_text()}")
             else:
                 candidates = [n for n, m in self.models.items() if len(m.style_names) == 1]
                 if len(candidates) != 1:
@@ -91,6 +104,17 @@ class ModelRegistry:
         stylizer = self.models[name]
         weights = style_weights(stylizer.style_names, style=style or None, blend=blend or None)
         return Selection(name, stylizer, weights)
+
+    def _elsewhere_text(self, model: str, missing: list[str]) -> str:
+        """"model 'mosaic' has no style 'candy' (styles: mosaic); 'candy' is in model 'multi'"."""
+        one = len(missing) == 1
+        text = (f"model {quoted(model)} has no style{'' if one else 's'} {names_text(missing)} "
+                f"(styles: {', '.join(self.models[model].style_names)})")
+        holders = [n for n, m in self.models.items() if set(missing) <= set(m.style_names)]
+        if holders:
+            where = f"model {quoted(holders[0])}" if len(holders) == 1 else f"models {names_text(holders)}"
+            text += f"; {names_text(missing)} is in {where}" if one else f"; all are in {where}"
+        return text
 
     def styles_text(self) -> str:
         """``"multistyle: candy, mosaic; mosaic: mosaic"`` for error messages."""

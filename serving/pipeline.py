@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from PIL import Image
 
-from serving.models import ModelRegistry, Selection, UnknownModel
-from styletrain.errors import UserError
+from serving.models import ModelRegistry, Selection, UnknownModel, UnknownStyle
+from styletrain.errors import UserError, shorten
 from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
 from styletrain.runtime import RunCancelled, RunOptions
 from styletrain.runtime.adjust import finish
@@ -28,12 +29,19 @@ log = logging.getLogger(__name__)
 FORMATS = {pb.IMAGE_FORMAT_UNSPECIFIED: "JPEG", pb.IMAGE_FORMAT_JPEG: "JPEG",
            pb.IMAGE_FORMAT_PNG: "PNG", pb.IMAGE_FORMAT_WEBP: "WEBP"}
 DEFAULT_QUALITY = 90
+MAX_BLEND_ENTRIES = 64
+"""A blend names at most this many styles (or as many as the largest served model holds, if more)."""
+MAX_MESSAGE_CHARS = 500
+"""Longest error message sent to a client. gRPC sends it percent-encoded in a trailer, and clients
+refuse trailers above 8 KiB (with RESOURCE_EXHAUSTED, which this server means as "busy, retry")."""
 
 
 class Failure(Exception):
-    """A request that cannot be served: the status code and the message for the client."""
+    """A request that cannot be served: the status code and the message for the client, cut to
+    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code, self.message = code, message
 
@@ -64,14 +72,19 @@ STRENGTH_METHODS = {"": pb.STRENGTH_METHOD_UNSPECIFIED, "identity": pb.STRENGTH_
 
 
 def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
-    """The model, weights and output adjustments for the request: NOT_FOUND for an unknown model,
-    INVALID_ARGUMENT for bad styles or strength."""
+    """The model, weights and output adjustments for the request: NOT_FOUND for a model or style no
+    model holds, INVALID_ARGUMENT for other bad choices (too many blend entries, bad weights or
+    strength, a style of another model)."""
+    entries = len(request.style_blend.weights)
+    limit = max([MAX_BLEND_ENTRIES, *(len(m.style_names) for m in registry.models.values())])
+    if entries > limit:
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT, f"a blend names at most {limit} styles; got {entries}")
     strength = request.strength if request.HasField("strength") else None
     try:
         selection = registry.select(model=request.model, style=request.style,
                                     blend=dict(request.style_blend.weights))
         weights, method = with_strength(selection.stylizer.style_names, selection.weights, strength)
-    except UnknownModel as exc:
+    except (UnknownModel, UnknownStyle) as exc:
         raise Failure(grpc.StatusCode.NOT_FOUND, str(exc)) from None
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -80,12 +93,13 @@ def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
 
 
 def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> Image.Image:
-    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if bad."""
+    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if
+    bad, also when shrinking would take a side below ``min_side``."""
     try:
         image = open_image(data, max_pixels=max_pixels, min_side=min_side)
+        return resize_max_side(image, max_side, min_side=min_side)
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-    return resize_max_side(image, max_side)
 
 
 def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
@@ -97,8 +111,10 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
-        log.exception("inference failed on %s", selection.name)
-        raise Failure(grpc.StatusCode.INTERNAL, f"inference failed: {exc}") from None
+        error_id = uuid.uuid4().hex[:8]  # the runtime's message names graph nodes and shapes: log it only
+        log.exception("inference failed on %s (error id %s)", selection.name, error_id)
+        raise Failure(grpc.StatusCode.INTERNAL,
+                      f"inference failed on model {selection.name} (error id {error_id} in the server log)") from None
     run_ms = (time.perf_counter() - start) * 1000
     if not np.isfinite(output).all():
         log.error("model %s produced non-finite values", selection.name)

@@ -11,8 +11,11 @@ Limits, each for a reason:
   decoding, formats are restricted to JPEG/PNG/WebP, sides must be >= 16 px (``open_image``);
 - a request whose deadline has passed is not run; a cancelled call or an expired deadline cancels
   the call's ``RunOptions``, which stops the running inference early (onnxruntime's terminate flag);
-- ``stop`` flips health to NOT_SERVING, refuses new calls and lets in-flight ones finish within a
-  grace period (``serve`` does this on SIGTERM / SIGINT).
+- on SIGTERM (``drain``), health reports NOT_SERVING and keeps answering for ``drain_delay`` seconds
+  while new style calls get UNAVAILABLE; then ``stop`` lets in-flight calls finish within a grace
+  period and ends open health watches at once (``serving.lifecycle``);
+- it binds 127.0.0.1 unless told otherwise; TLS, client certificates and a bearer token are
+  options (``serving.security``); reflection (v1 and v1alpha, ``serving.reflection``) can be off.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import status_pb2
-from grpc_reflection.v1alpha import reflection
 
-from serving import pipeline
+from serving import pipeline, security
 from serving.config import ServerConfig, add_arguments, config_from_args
+from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
+from serving.reflection import enable_reflection
 from styletrain.errors import UserError
 from styletrain.images import warm_up_codecs
 from styletrain.runtime import RunOptions
@@ -130,13 +134,16 @@ def _cancelled_when_done(context: grpc.ServicerContext) -> RunOptions:
 
 
 class StyleServer:
-    """A created (not yet started) server: ``start`` warms up then reports SERVING; ``stop`` drains."""
+    """A created (not yet started) server: ``start`` warms up then reports SERVING; ``drain`` and
+    ``stop`` shut it down."""
 
     def __init__(self, server: grpc.Server, executor: futures.ThreadPoolExecutor, registry: ModelRegistry,
-                 health_servicer: health.HealthServicer, config: ServerConfig) -> None:
+                 health_servicer: WatchEndingHealthServicer, config: ServerConfig,
+                 draining: threading.Event | None = None) -> None:
         self.server, self.registry, self.health, self.config = server, registry, health_servicer, config
         self._executor = executor
-        self._stopped = threading.Event()
+        self._draining = draining or threading.Event()
+        self._stopped, self._closed = threading.Event(), threading.Event()
 
     def start(self) -> None:
         """Start answering (health NOT_SERVING), warm every model up, then report SERVING."""
@@ -146,23 +153,44 @@ class StyleServer:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
+    def drain(self, delay: float | None = None, grace: float | None = None) -> threading.Event:
+        """Start shutting down without blocking: health reports NOT_SERVING and keeps answering, new
+        style calls get UNAVAILABLE; after ``delay`` seconds (default ``config.drain_delay``) ``stop(grace)``.
+        Returns the event ``stop`` returns."""
+        delay = self.config.drain_delay if delay is None else delay
+        if self._draining.is_set() or self._stopped.is_set():
+            return self._closed
+        self._draining.set()
+        self.health.enter_graceful_shutdown()
+        log.info("draining: health reports NOT_SERVING and new calls get UNAVAILABLE; stopping in %g s", delay)
+
+        def stop_later() -> None:
+            if not self._stopped.wait(delay):  # unless someone called stop meanwhile
+                self.stop(grace)
+
+        threading.Thread(target=stop_later, name="styletrain-drain", daemon=True).start()
+        return self._closed
+
     def stop(self, grace: float | None = None) -> threading.Event:
-        """Report NOT_SERVING, refuse new calls, give in-flight ones ``grace`` seconds (default
-        ``config.grace``); returns an event set once every call and worker thread has ended."""
+        """Report NOT_SERVING, refuse new calls, end health watches, give in-flight calls ``grace``
+        seconds (default ``config.grace``; open streams end at their next frame); returns an event
+        set once every call and worker thread has ended."""
         grace = self.config.grace if grace is None else grace
         if not self._stopped.is_set():
             self._stopped.set()
+            self._draining.set()
             self.health.enter_graceful_shutdown()
-            log.info("shutting down: finishing in-flight calls (grace %.1f s)", grace)
-        stopped, closed = self.server.stop(grace), threading.Event()
+            log.info("shutting down: finishing in-flight calls (grace %g s)", grace)
+        stopped = self.server.stop(grace)
+        self.health.end_watches()  # after stop: no new watch can open
 
         def close() -> None:
             stopped.wait()
             self._executor.shutdown(wait=True)
-            closed.set()
+            self._closed.set()
 
         threading.Thread(target=close, name="styletrain-shutdown", daemon=True).start()
-        return closed
+        return self._closed
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self.server.wait_for_termination(timeout)
@@ -177,30 +205,40 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads)
     # Enough threads that health checks and rejections never wait behind inference and streams.
     workers = config.max_concurrent + config.max_streams + 4
+    draining = threading.Event()
+    interceptors: list[grpc.ServerInterceptor] = [DrainInterceptor(f"/{SERVICE_NAME}/", draining)]
+    if config.token:
+        interceptors.insert(0, security.TokenAuthInterceptor(config.token))
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
-    server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers)
+    server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers,
+                         interceptors=interceptors)
     pb_grpc.add_StyleTransferServiceServicer_to_server(StyleTransferServicer(registry, config), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = WatchEndingHealthServicer()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    if config.reflection:
+        enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise UserError(f"cannot listen on {address}: {exc}") from None
-    if port == 0:
-        raise UserError(f"cannot listen on {address}: is the port in use?")
-    return StyleServer(server, executor, registry, health_servicer, config), port
+        port = security.bind(server, address, tls_cert=config.tls_cert, tls_key=config.tls_key,
+                             tls_ca=config.tls_ca, token=config.token)
+    except UserError:
+        executor.shutdown(wait=False)
+        raise
+    return StyleServer(server, executor, registry, health_servicer, config, draining), port
 
 
-def serve(address: str = "[::]:50051", config: ServerConfig | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain within the grace period and return."""
+def serve(address: str = "127.0.0.1:50051", config: ServerConfig | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down and return: SIGTERM drains for ``drain_delay``
+    first, SIGINT (Ctrl-C) does not; a second signal stops at once, cancelling calls in flight."""
     server, port = create_server(address, config=config)
     server.start()
     host = address.rpartition(":")[0]
-    log.info("serving %s on %s:%d (models: %s)", SERVICE_NAME, host, port, server.registry.styles_text())
+    config = server.config
+    access = ", ".join(filter(None, ("TLS" if config.tls_cert else "plaintext",
+                                     "client certificates required" if config.tls_ca else "",
+                                     "token required" if config.token else "")))
+    log.info("serving %s on %s:%d (%s; models: %s)", SERVICE_NAME, host, port, access, server.registry.styles_text())
     received: list[int] = []  # a plain list: no lock is taken inside the signal handler
 
     previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum))
@@ -209,7 +247,13 @@ def serve(address: str = "[::]:50051", config: ServerConfig | None = None) -> No
         while not received:
             time.sleep(0.1)
         log.info("received %s", signal.Signals(received[0]).name)
-        server.stop().wait()
+        closed = server.drain(None if received[0] == signal.SIGTERM else 0)
+        handled = 1
+        while not closed.wait(0.1):
+            if len(received) > handled:
+                handled = len(received)
+                log.info("received %s again: stopping now", signal.Signals(received[-1]).name)
+                server.stop(0)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

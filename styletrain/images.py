@@ -9,6 +9,7 @@ the only PIL <-> pixel conversion (torch-free, for the server); ``to_tensor`` / 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,8 +81,10 @@ def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int =
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     if min(size) < min_side:
-        raise UserError(f"max side {max_side} would shrink {image.width}x{image.height} to {size[0]}x{size[1]}, "
-                        f"below the minimum side of {min_side} px; use a larger max side")
+        needed = math.ceil(min_side * max(image.size) / min(image.size))
+        raise UserError(f"max_side {max_side} shrinks the {image.width}x{image.height} image to {size[0]}x{size[1]}, "
+                        f"but both sides must be at least {min_side} px; use a max_side of at least {needed}, "
+                        "or 0 to keep the size")
     return image.resize(size, Image.Resampling.LANCZOS)
 
 

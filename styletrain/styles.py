@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from styletrain.errors import UserError
+from styletrain.errors import UserError, names_text, quoted, shorten, weights_text
+
+BLEND_TEXT_CHARS = 80
+"""Longest blend text echoed in an error."""
 
 
 IDENTITY = "identity"
@@ -35,12 +38,12 @@ def parse_blend(text: str) -> dict[str, float]:
         except ValueError:
             weight = None
         if not sep or not name or weight is None:
-            raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {text!r}")
+            raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {shorten(text, BLEND_TEXT_CHARS)!r}")
         if name in blend:
-            raise UserError(f"style {name!r} appears twice in blend {text!r}")
+            raise UserError(f"style {quoted(name)} appears twice in blend {shorten(text, BLEND_TEXT_CHARS)!r}")
         blend[name] = weight
     if not blend:
-        raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {text!r}")
+        raise UserError(f"blend must look like NAME=WEIGHT,NAME=WEIGHT; got {shorten(text, BLEND_TEXT_CHARS)!r}")
     return blend
 
 
@@ -59,12 +62,12 @@ def style_weights(
     if blend:
         unknown = sorted(set(blend) - set(names))
         if unknown:
-            raise UserError(f"unknown style(s) {unknown} in blend; available: {list(names)}")
+            raise UserError(f"unknown style(s) [{names_text(unknown)}] in blend; available: [{names_text(names, 20)}]")
         bad = {k: v for k, v in blend.items() if not math.isfinite(v) or v < 0}
         total = sum(blend.values())
         if bad or not total > 0:
             raise UserError(
-                f"style weights must be finite, non-negative and sum to more than 0; got {dict(blend)}"
+                f"style weights must be finite, non-negative and sum to more than 0; got {weights_text(bad or blend)}"
             )
         return np.array([blend.get(name, 0.0) / total for name in names], dtype=np.float32)
     if style is None:
@@ -73,7 +76,7 @@ def style_weights(
         else:
             raise UserError(f"this model holds {len(names)} styles; choose one with --style or --blend: {list(names)}")
     if style not in names:
-        raise UserError(f"unknown style {style!r}; available: {list(names)}")
+        raise UserError(f"unknown style {quoted(style)}; available: [{names_text(names, 20)}]")
     weights = np.zeros(len(names), dtype=np.float32)
     weights[list(names).index(style)] = 1.0
     return weights

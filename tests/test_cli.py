@@ -107,7 +107,7 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
         "VGG weights file not found": ["train", "--style", str(photo), "--content-dir", str(tmp_path),
                                        "--out", str(tmp_path / "r"), "--vgg-weights", str(tmp_path / "v.pth")],
         "missing --content-dir, --out": ["train", "--style", str(photo)],
-        "below the minimum side of 16 px": [*stylize, "--input", str(photo), "--style", "candy", "--max-side", "17"],
+        "both sides must be at least 16 px; use a max_side of at least": [*stylize, "--input", str(photo), "--style", "candy", "--max-side", "17"],
         "strength must be between 0": [*stylize, "--input", str(photo), "--style", "candy", "--strength", "2"],
     }
     (tmp_path / "notes.txt").write_text("hello")

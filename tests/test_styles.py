@@ -62,3 +62,21 @@ def test_strength_mixes_in_the_identity_row_or_asks_for_a_pixel_blend():
     assert method == "" and full is weights
     with pytest.raises(UserError, match="strength must be between 0"):
         with_strength(names, weights, 1.5)
+
+
+def test_errors_echo_bounded_input():
+    """Unknown names, blend text and weights are echoed cut short, however much the user sent."""
+    blend = {f"style_{i}_" + "x" * 200: 1.0 for i in range(1000)}
+    with pytest.raises(UserError) as info:
+        style_weights(NAMES, blend=blend)
+    message = str(info.value)
+    assert len(message) < 400, message
+    assert "... and 995 more" in message and "x" * 41 not in message
+    with pytest.raises(UserError, match=r"got \{'candy': -1.0\}") as info:
+        style_weights(NAMES, blend={"candy": -1.0, **{n: 1.0 for n in NAMES[1:]}})
+    with pytest.raises(UserError) as info:
+        parse_blend("candy=1," * 5000 + "oops")
+    assert len(str(info.value)) < 200
+    with pytest.raises(UserError) as info:
+        style_weights(NAMES, style="y" * 10_000)
+    assert len(str(info.value)) < 200

@@ -17,6 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("--server", default="localhost:50051", metavar="HOST:PORT",
                        help="server address (default localhost:50051)")
         q.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds (default 60)")
+        q.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
+        q.add_argument("--tls-ca", metavar="PEM", help="connect with TLS, trusting the CA in this file")
+        q.add_argument("--tls-cert", metavar="PEM", help="client certificate, for servers that require one "
+                       "(with --tls-key)")
+        q.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
+        q.add_argument("--token-file", metavar="FILE", help="send the token in FILE as 'authorization: Bearer' "
+                       "(default: $STYLETRAIN_TOKEN if set)")
     stylize.add_argument("--input", required=True, metavar="IMG", help="JPEG, PNG or WebP image")
     stylize.add_argument("--output", required=True, metavar="IMG", help="output image; format from the extension")
     choice = stylize.add_mutually_exclusive_group()
@@ -34,17 +41,23 @@ def run(args: argparse.Namespace) -> int:
     import grpc
 
     from serving.client import StyleClient
+    from serving.security import read_token
     from styletrain.errors import UserError
 
     try:
-        with StyleClient(args.server, timeout=args.timeout) as client:
+        with StyleClient(args.server, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+                         tls_key=args.tls_key, token=read_token(args.token_file)) as client:
             if args.action == "styles":
                 for model in client.list_styles():
                     print(f"{model.name}: {', '.join(model.styles)}")
                 return 0
             return _stylize(client, args)
     except grpc.RpcError as exc:
-        hint = " (is `styletrain serve` running there?)" if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+        hint = ""
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (exc.details() or ""):
+            tls = args.tls or args.tls_ca or args.tls_cert
+            hint = " (is `styletrain serve` running there?" + ("" if tls else " If it serves TLS: --tls-ca or --tls")
+            hint += ")"
         raise UserError(f"{args.server}: {exc.code().name}: {exc.details()}{hint}") from None
 
 

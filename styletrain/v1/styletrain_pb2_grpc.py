@@ -58,7 +58,7 @@ class StyleTransferServiceServicer:
 
     def ListStyles(self, request, context):
         """The loaded models, the styles each holds and what runs them. Never waits behind inference.
-        Status codes: OK; UNAVAILABLE while the server is shutting down.
+        Status codes: OK; UNAVAILABLE while the server is shutting down; UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,12 +69,13 @@ class StyleTransferServiceServicer:
         Status codes:
         - INVALID_ARGUMENT: undecodable or unsupported image, too many pixels, a side below 16 px
         (also after max_side), bad output options, bad strength, negative/non-finite blend weights
-        or weights summing to 0, too many blend entries, no style named for a multi-style model;
+        or weights summing to 0, too many blend entries, no style named for a multi-style model, a
+        style the named model does not hold;
         - NOT_FOUND: an unknown model, or a style no loaded model holds;
         - RESOURCE_EXHAUSTED: the server is busy (all inference slots or its memory budget in use):
         retry with backoff, after the `grpc-retry-pushback-ms` trailer if present;
         - DEADLINE_EXCEEDED / CANCELLED: the call's deadline passed or it was cancelled; work stops;
-        - UNAVAILABLE: the server is draining for shutdown;
+        - UNAVAILABLE: the server is draining for shutdown ("server is shutting down"): retry elsewhere;
         - UNAUTHENTICATED: a token is required and the call's `authorization: Bearer` token is wrong;
         - INTERNAL: a bug or a model that produced non-finite values.
         """
@@ -86,7 +87,8 @@ class StyleTransferServiceServicer:
         """Stylize a stream of frames (video): one response per request, in request order, frame ids
         echoed. A bad frame gets its own error (a google.rpc.Status with the codes of Stylize) and the
         stream goes on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
-        UNAUTHENTICATED, or CANCELLED/DEADLINE_EXCEEDED.
+        UNAUTHENTICATED, CANCELLED/DEADLINE_EXCEEDED, or UNAVAILABLE at the first frame after the
+        server started shutting down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

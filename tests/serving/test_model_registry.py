@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.models import ModelRegistry, UnknownModel
+from serving.models import ModelRegistry, UnknownModel, UnknownStyle
 from styletrain.errors import UserError
 
 
@@ -44,5 +44,8 @@ def test_ties_break_by_name(onnx_models: dict[str, Path], tmp_path: Path) -> Non
 def test_selection_errors(registry: ModelRegistry) -> None:
     with pytest.raises(UnknownModel, match="unknown model 'x'; available: \\['mosaic', 'multi'\\]"):
         registry.select(model="x", style="candy")
-    with pytest.raises(UserError, match="no model holds all of \\['candy', 'x'\\]"):
+    with pytest.raises(UnknownStyle, match="^unknown style 'x'; available: mosaic: mosaic; multi: "):
         registry.select(blend={"candy": 1, "x": 1})
+    with pytest.raises(UserError, match=r"^model 'mosaic' has no style 'candy' \(styles: mosaic\); "
+                       "'candy' is in model 'multi'$"):
+        registry.select(model="mosaic", style="candy")

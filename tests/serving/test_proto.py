@@ -29,3 +29,16 @@ def test_regenerated_stubs_are_identical(tmp_path: Path) -> None:
     for name in STUBS:
         fresh = (tmp_path / "styletrain" / "v1" / name).read_text()
         assert fresh == (ROOT / "styletrain" / "v1" / name).read_text(), f"{name} is stale: run proto/generate.sh"
+
+
+def _buf() -> str | None:
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
+    return str(local) if local.is_file() else shutil.which("buf")
+
+
+@pytest.mark.skipif(_buf() is None, reason="needs buf: `npm install --prefix .tools @bufbuild/buf` "
+                    "(.ci/run does this when npm is available)")
+def test_buf_lint_passes() -> None:
+    """buf.yaml's rules (STANDARD + COMMENTS) hold for proto/ (the vendored proto/google is not linted)."""
+    result = subprocess.run([_buf(), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"buf lint:\n{result.stdout}{result.stderr}"

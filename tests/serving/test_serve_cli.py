@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serving.client import StyleClient
 from styletrain.cli import main
 
 
@@ -22,7 +23,7 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "styletrain", "serve", "--models", str(onnx_models["dir"]),
-             "--host", "127.0.0.1", "--port", "0", "--threads", "1", "--grace", "5"],
+             "--port", "0", "--threads", "1", "--grace", "5", "--drain-delay", "60"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 60
@@ -45,11 +46,21 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
 
         assert main(["client", "stylize", "--server", server, "--input", str(tmp_path / "in.jpg"),
                      "--output", str(tmp_path / "out.png"), "--style", "nope"]) == 2
-        assert "INVALID_ARGUMENT: no model holds all of ['nope']" in capsys.readouterr().err
+        assert "NOT_FOUND: unknown style 'nope'" in capsys.readouterr().err
 
+        # SIGTERM: health answers NOT_SERVING (not UNAVAILABLE) for the drain delay, new calls get UNAVAILABLE
         process.send_signal(signal.SIGTERM)
+        while "draining" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "server did not drain: " + log_path.read_text()
+            time.sleep(0.1)
+        with StyleClient(server, timeout=10) as client:
+            assert client.health() == "NOT_SERVING"
+        assert main(["client", "styles", "--server", server]) == 2
+        assert "UNAVAILABLE: server is shutting down" in capsys.readouterr().err
+        process.send_signal(signal.SIGTERM)  # a second signal ends the drain delay
         assert process.wait(timeout=20) == 0
-        assert "received SIGTERM" in log_path.read_text()
+        assert "received SIGTERM again: stopping now" in log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()

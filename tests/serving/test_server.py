@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import threading
@@ -17,10 +18,13 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
 
 from serving.client import StyleClient, make_request
+from serving.pipeline import MAX_MESSAGE_CHARS, Failure
 from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
 from styletrain.errors import UserError
 from styletrain.images import open_image
@@ -83,6 +87,25 @@ def test_health_and_reflection(live: Live) -> None:
     services = set(database.get_services())
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
     assert database.FindFileContainingSymbol(SERVICE_NAME).name == "styletrain/v1/styletrain.proto"
+
+
+def test_reflection_v1_is_served_as_well_as_v1alpha(live: Live) -> None:
+    """grpcio-reflection ships only v1alpha; current tools (grpcurl, Postman) ask grpc.reflection.v1."""
+    info = live.client.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)]
+    listed, v1_file, ours = list(info(iter(requests), timeout=10))
+    assert {s.name for s in listed.list_services_response.service} == {
+        SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection"}
+    names = [FileDescriptorProto.FromString(f).name for f in v1_file.file_descriptor_response.file_descriptor_proto]
+    assert names == ["grpc/reflection/v1/reflection.proto"]
+    names = [FileDescriptorProto.FromString(f).name for f in ours.file_descriptor_response.file_descriptor_proto]
+    assert "styletrain/v1/styletrain.proto" in names
 
 
 def test_output_is_the_input_size_and_equals_in_process_onnx(live: Live, onnx_models: dict[str, Path]) -> None:
@@ -167,7 +190,8 @@ def test_stream_reports_bad_frames_and_goes_on(live: Live) -> None:
     assert [r.WhichOneof("result") for r in responses] == ["response", "error", "error", "response"]
     assert responses[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "not a readable" in responses[1].error.message
-    assert "no model holds all of ['nope']" in responses[2].error.message
+    assert responses[2].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "unknown style 'nope'" in responses[2].error.message
 
 
 OVERSIZE = object()  # stands for an image one byte over the server's message limit
@@ -182,10 +206,15 @@ OVERSIZE = object()  # stands for an image one byte over the server's message li
     # refused from the header alone: ours (max_pixels), then Pillow's bomb warning made an error
     ({"image": png_claiming(3000, 3000), "style": "candy"}, "INVALID_ARGUMENT", "9000000 pixels, above the limit"),
     ({"image": png_claiming(10_000, 10_000), "style": "candy"}, "INVALID_ARGUMENT", "decompression bomb"),
-    ({"style": "nope"}, "INVALID_ARGUMENT", r"no model holds all of \['nope'\]"),
-    ({"style": "nope", "model": "multi"}, "INVALID_ARGUMENT", "unknown style 'nope'"),
-    ({"blend": {"candy": 1.0, "nope": 1.0}}, "INVALID_ARGUMENT", "no model holds all of"),
-    ({"blend": {"candy": 1.0, "nope": 1.0}, "model": "multi"}, "INVALID_ARGUMENT", r"unknown style\(s\) \['nope'\]"),
+    ({"style": "nope"}, "NOT_FOUND", "^unknown style 'nope'; available: mosaic: mosaic; multi: candy, mosaic, udnie$"),
+    ({"style": "nope", "model": "multi"}, "NOT_FOUND", "unknown style 'nope'"),
+    ({"blend": {"candy": 1.0, "nope": 1.0}}, "NOT_FOUND", "unknown style 'nope'"),
+    ({"blend": {"candy": 1.0, "nope": 1.0, "x": 1.0}, "model": "multi"}, "NOT_FOUND", "unknown styles 'nope', 'x'"),
+    ({"style": "candy", "model": "mosaic"}, "INVALID_ARGUMENT",
+     r"^model 'mosaic' has no style 'candy' \(styles: mosaic\); 'candy' is in model 'multi'$"),
+    ({"blend": {"candy": 1.0, "udnie": 1.0}, "model": "mosaic"}, "INVALID_ARGUMENT",
+     r"^model 'mosaic' has no styles 'candy', 'udnie' \(styles: mosaic\); all are in model 'multi'$"),
+    ({"blend": {f"s{i}": 1.0 for i in range(65)}}, "INVALID_ARGUMENT", "^a blend names at most 64 styles; got 65$"),
     ({"blend": {"candy": -0.5, "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
     ({"blend": {"candy": float("nan"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
     ({"blend": {"candy": float("inf"), "udnie": 1.0}}, "INVALID_ARGUMENT", "must be finite, non-negative"),
@@ -194,6 +223,9 @@ OVERSIZE = object()  # stands for an image one byte over the server's message li
     ({"model": "nope", "style": "candy"}, "NOT_FOUND", "unknown model 'nope'"),
     ({"style": "candy", "quality": 101}, "INVALID_ARGUMENT", "quality must be 1-100"),
     ({"style": "candy", "max_side": 8}, "INVALID_ARGUMENT", "max_side must be at least 16"),
+    ({"image": encode(1600, 16), "style": "candy", "max_side": 100}, "INVALID_ARGUMENT",
+     "^max_side 100 shrinks the 1600x16 image to 100x1, but both sides must be at least 16 px; "
+     "use a max_side of at least 1600, or 0 to keep the size$"),
     ({"image": OVERSIZE, "style": "candy"}, "RESOURCE_EXHAUSTED", "larger than max"),
 ])
 def test_bad_requests_get_their_status_code(live: Live, request_kwargs: dict, code: str, match: str) -> None:
@@ -205,6 +237,60 @@ def test_bad_requests_get_their_status_code(live: Live, request_kwargs: dict, co
     assert info.value.code() == getattr(grpc.StatusCode, code)
     assert re.search(match, info.value.details()), info.value.details()
     assert live.client.health() == "SERVING"
+
+
+def test_max_side_below_the_minimum_side_is_the_clients_error(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9.4: 1600x16 shrunk to max_side 100 would be 100x1: INVALID_ARGUMENT, and nothing logged as an error."""
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(grpc.RpcError) as info:
+            live.client.stylize(encode(1600, 16), style="candy", max_side=100)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "both sides must be at least 16 px" in info.value.details()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_inference_errors_do_not_leak_runtime_internals(start_server: Callable[..., Live],
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9.4: the runtime's message (node names, shapes) goes to the log, the client gets a short one."""
+    live = start_server()
+
+    def fail(*args: object, **kwargs: object) -> np.ndarray:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
+                           "running Conv node. Name:'/encoder/conv1/Conv' Status Message: shape {1,3,1,100}")
+
+    for stylizer in live.server.registry.models.values():
+        stylizer.run = fail  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="serving"):
+        with pytest.raises(grpc.RpcError) as info:
+            live.client.stylize(encode(32, 32), style="candy")
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    details = info.value.details()
+    error_id = re.fullmatch(r"inference failed on model multi \(error id (\w+) in the server log\)", details)
+    assert error_id, details
+    logged = [r for r in caplog.records if error_id.group(1) in r.getMessage()]
+    assert logged and "/encoder/conv1/Conv" in logged[0].exc_text
+
+
+def test_blend_errors_are_short_whatever_the_client_sends(live: Live) -> None:
+    """Issue 9.5: long unknown names are echoed cut and counted, and the number of entries is capped,
+    so the message never outgrows gRPC's trailer limit (which the client would see as RESOURCE_EXHAUSTED)."""
+    blend = {f"style_{i}_" + "x" * 300: 1.0 for i in range(60)}
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(encode(32, 32), blend=blend)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(info.value.details()) <= 500 and "... and 55 more" in info.value.details()
+    assert "x" * 41 not in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(encode(32, 32), blend={f"unknown_{i}": 1.0 for i in range(1000)})
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "a blend names at most 64 styles; got 1000"
+    responses = list(live.client.stream(iter([(7, make_request(encode(32, 32), blend=blend))])))
+    assert responses[0].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert len(responses[0].error.message) <= 500
+
+
+def test_every_failure_message_is_bounded() -> None:
+    assert len(Failure(grpc.StatusCode.INVALID_ARGUMENT, "x" * 100_000).message) == MAX_MESSAGE_CHARS
 
 
 def test_client_message_limit(live: Live) -> None:
