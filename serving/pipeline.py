@@ -1,4 +1,4 @@
-"""The steps of one stylize request as plain functions: options, select, decode, run, encode.
+"""The steps of one stylize request as plain functions: options, select, decode, run (or run_batched), encode.
 
 Each step raises ``Failure`` with the gRPC status and the message for the client; the servicer in
 ``serving.server`` only orders the steps and holds the admission slots.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from PIL import Image
 
+from serving.batching import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from serving.models import ModelRegistry, Selection, UnknownModel
 from styletrain.errors import UserError
 from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
@@ -28,11 +30,12 @@ DEFAULT_QUALITY = 90
 
 
 class Failure(Exception):
-    """A request that cannot be served: the status code and the message for the client."""
+    """A request that cannot be served: the status code, the message for the client and, for an
+    overloaded server, when to retry (sent as the ``grpc-retry-pushback-ms`` trailer)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.retry_after_ms = code, message, retry_after_ms
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,49 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
     return array_to_image(output), run_ms
 
 
+def run_batched(batcher: Batcher, selection: Selection, image: Image.Image, options: RunOptions, *,
+                deadline: float | None) -> tuple[Image.Image, float, float, int]:
+    """Stylize ``image`` in a batch: (result, its share of the batch's run time in ms, queue ms, batch size).
+
+    RESOURCE_EXHAUSTED with a retry hint when the queue is full; DEADLINE_EXCEEDED when ``deadline``
+    (``time.monotonic()``) passed in the queue; CANCELLED when the call ended first (``options``
+    cancelled: the request leaves the queue); UNAVAILABLE on shutdown; INTERNAL on errors.
+    """
+    try:
+        future = batcher.submit(image_to_array(image)[0], selection.weights, deadline=deadline)
+    except QueueFull as exc:
+        raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), retry_after_ms=exc.retry_after_ms) from None
+    except BatcherClosed as exc:
+        raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    try:
+        with options.interrupts(future.cancel):
+            batched = future.result()
+    except (RunCancelled, CancelledError):
+        future.cancel()
+        raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
+    except DeadlineExpired as exc:
+        raise Failure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+    except BatcherClosed as exc:
+        raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    except Exception as exc:
+        log.error("batched inference failed on %s", selection.name, exc_info=exc)
+        raise Failure(grpc.StatusCode.INTERNAL, f"inference failed: {exc}") from None
+    if not np.isfinite(batched.image).all():
+        log.error("model %s produced non-finite values", selection.name)
+        raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
+    return (array_to_image(batched.image), batched.run_ms / batched.batch_size, batched.queue_ms,
+            batched.batch_size)
+
+
 def encode(image: Image.Image, output: Output) -> bytes:
     """The result as bytes in the requested format and quality."""
     return encode_image(image, output.format, output.quality)
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """The call's deadline as a ``time.monotonic()`` time (None: no deadline)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def check_deadline(context: grpc.ServicerContext) -> None:
