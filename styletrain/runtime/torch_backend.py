@@ -19,8 +19,8 @@ not ``onnxruntime-gpu``:
   minutes at first use) and then captured in the same graphs.
 
 Inputs and outputs stay float32 NCHW numpy arrays in [0, 1] (the ``Stylizer`` interface); on CUDA
-they pass through pinned host buffers. ``run`` is thread-safe (CUDA runs are serialised: a graph's
-buffers are shared).
+they pass through pinned host buffers. ``run`` is thread-safe (runs with CUDA graphs are
+serialised: a graph's buffers are shared).
 """
 
 from __future__ import annotations
@@ -158,11 +158,11 @@ class TorchStylizer(Stylizer):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"batch must be float32 (B, 3, H, W); got shape {images.shape}")
         weights = batch_weights(style_weights, len(images), len(self.style_names))
-        if self._device.type != "cuda":
+        if not self.cuda_graphs:
             return self._run_eager(images, weights)
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode():  # one run at a time: a graph's buffers are shared
             options.check()  # it may have waited for the lock
-            chunks = [self._run_cuda(images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch])
+            chunks = [self._run_graphed(images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch])
                       for i in range(0, len(images), self.max_graph_batch)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
@@ -190,8 +190,8 @@ class TorchStylizer(Stylizer):
             w = torch.from_numpy(weights).to(self._device)
             return self._forward(x, w).cpu().numpy()
 
-    def _run_cuda(self, images: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        graph = self._graph_for(len(images), images.shape[2], images.shape[3]) if self.cuda_graphs else None
+    def _run_graphed(self, images: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        graph = self._graph_for(len(images), images.shape[2], images.shape[3])
         if graph is None:
             return self._run_eager(images, weights)
         return graph.run(images, weights)
