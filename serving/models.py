@@ -11,6 +11,7 @@ hold ``mosaic``), so a request either names its model or the server picks one wi
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
         return load_stylizer(onnx_path, backend="onnxruntime", threads=threads,
                              providers=list(providers) if providers else None)
     stylizer = load_stylizer(onnx_path.with_suffix(".ckpt"), backend="torch", device=device, precision=precision)
-    if check:
+    if check and importlib.util.find_spec("onnxruntime") is None:
+        log.warning("%s: not checked against its .onnx (onnxruntime is not installed)", onnx_path.stem)
+    elif check:
         from styletrain.runtime.parity import check_parity
 
         reference = load_stylizer(onnx_path, backend="onnxruntime", providers=["CPUExecutionProvider"],

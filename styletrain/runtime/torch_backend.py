@@ -84,6 +84,14 @@ class _Graph:
             self.output = forward(self.images, self.weights)
         self.host_output = torch.empty(self.output.shape, dtype=self.output.dtype).pin_memory()
 
+    def replay(self, images: Tensor, weights: Tensor) -> Tensor:
+        """Run on tensors already on the device; the result is a view of the graph's output buffer."""
+        n = len(images)
+        self.images[:n].copy_(images)
+        self.weights[:n].copy_(weights)
+        self.graph.replay()
+        return self.output[:n]
+
     def run(self, images: np.ndarray, weights: np.ndarray) -> np.ndarray:
         n = len(images)
         self.host_images[:n].copy_(torch.from_numpy(images))
@@ -165,6 +173,20 @@ class TorchStylizer(Stylizer):
             chunks = [self._run_graphed(images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch])
                       for i in range(0, len(images), self.max_graph_batch)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def run_tensors(self, images: Tensor, weights: Tensor) -> Tensor:
+        """``run`` for float32 (B, 3, H, W) and (B, N) tensors already on this stylizer's device, without
+        host copies (for callers whose frames live on the GPU, and to time the model alone)."""
+        if not self.cuda_graphs:
+            with torch.inference_mode():
+                return self._forward(images, weights)
+        outputs = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(images), self.max_graph_batch):
+                x, w = images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch]
+                graph = self._graph_for(len(x), x.shape[2], x.shape[3])
+                outputs.append(self._forward(x, w) if graph is None else graph.replay(x, w).clone())
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def prepare(self, shapes: Iterable[tuple[int, int, int]]) -> None:
         """Capture the graphs for these (batch, height, width) shapes now (the server's configured buckets)."""

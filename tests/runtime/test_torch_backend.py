@@ -104,10 +104,13 @@ class _EagerGraph:
         self.weights = torch.full((batch, num_styles), 1.0 / num_styles)
         self.captured.append((batch, height, width))
 
+    def replay(self, images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        self.images[:len(images)] = images
+        self.weights[:len(images)] = weights
+        return self.forward(self.images, self.weights)[:len(images)]
+
     def run(self, images: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        self.images[:len(images)] = torch.from_numpy(images)
-        self.weights[:len(images)] = torch.from_numpy(weights)
-        return self.forward(self.images, self.weights)[:len(images)].numpy().copy()
+        return self.replay(torch.from_numpy(images), torch.from_numpy(weights)).numpy().copy()
 
 
 def test_graph_buckets_on_the_cpu_with_a_stand_in_graph(onnx_models: dict[str, Path],
@@ -131,6 +134,8 @@ def test_graph_buckets_on_the_cpu_with_a_stand_in_graph(onnx_models: dict[str, P
     stylizer.prepare([(1, 16, 16)])
     assert stylizer.graph_shapes == [(4, 24, 32), (1, 16, 16)]  # the least recently used was evicted
     assert _EagerGraph.captured == [(4, 24, 32), (2, 24, 32), (1, 16, 16)]
+    on_device = stylizer.run_tensors(torch.from_numpy(x), torch.from_numpy(rows))  # chunks of 4 and 2 again
+    np.testing.assert_allclose(on_device.numpy(), expected, rtol=RTOL, atol=ATOL)
 
 
 def test_channels_last_on_the_cpu_still_matches(onnx_models: dict[str, Path]) -> None:
@@ -150,7 +155,8 @@ def test_cuda_float16_graphs_match_onnxruntime_within_2_of_255(onnx_models: dict
     assert gpu.graph_shapes == []
     graphed = gpu.run(x, rows)  # second: captured for the batch bucket of 4
     assert gpu.graph_shapes == [(4, 40, 56)]
-    for out in (eager, graphed, gpu.run(x, rows)):
+    on_device = gpu.run_tensors(torch.from_numpy(x).cuda(), torch.from_numpy(rows).cuda()).cpu().numpy()
+    for out in (eager, graphed, gpu.run(x, rows), on_device):
         assert out.dtype == np.float32 and out.shape == x.shape
         assert np.abs(out - expected).max() <= REDUCED_TOLERANCE
     gpu.prepare([(1, 40, 56)])
