@@ -19,8 +19,9 @@ not ``onnxruntime-gpu``:
   minutes at first use) and then captured in the same graphs.
 
 Inputs and outputs stay float32 NCHW numpy arrays in [0, 1] (the ``Stylizer`` interface); on CUDA
-they pass through pinned host buffers. ``run`` is thread-safe (runs with CUDA graphs are
-serialised: a graph's buffers are shared).
+they pass through pinned host buffers. ``run`` is thread-safe: on CUDA the runs of every
+``TorchStylizer`` on a device take turns (a graph's buffers are shared, and no other thread may
+touch the device while a graph is being captured).
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ DEFAULT_CUDA_PRECISION = "float16"
 _SEEN_LIMIT = 4096  # shapes remembered for capture-on-second-sighting before the memory is cleared
 
 Forward = Callable[[Tensor, Tensor], Tensor]
+
+_device_locks: dict[torch.device, threading.Lock] = {}
+_device_locks_guard = threading.Lock()
+
+
+def _device_lock(device: torch.device) -> threading.Lock:
+    """One lock per CUDA device, shared by the stylizers on it."""
+    with _device_locks_guard:
+        return _device_locks.setdefault(device, threading.Lock())
 
 
 def batch_bucket(batch: int, limit: int) -> int:
@@ -145,7 +155,9 @@ class TorchStylizer(Stylizer):
         self._forward: Forward = torch.compile(self._eager_forward) if compile else self._eager_forward
         self._graphs: OrderedDict[tuple[int, int, int], _Graph] = OrderedDict()
         self._seen: dict[tuple[int, int, int], int] = {}
-        self._lock = threading.Lock()
+        if cuda and self._device.index is None:
+            self._device = torch.device("cuda", torch.cuda.current_device())
+        self._lock = _device_lock(self._device) if cuda else threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: object) -> TorchStylizer:
@@ -166,10 +178,12 @@ class TorchStylizer(Stylizer):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"batch must be float32 (B, 3, H, W); got shape {images.shape}")
         weights = batch_weights(style_weights, len(images), len(self.style_names))
-        if not self.cuda_graphs:
+        if self._device.type != "cuda" and not self.cuda_graphs:
             return self._run_eager(images, weights)
-        with self._lock, torch.inference_mode():  # one run at a time: a graph's buffers are shared
+        with self._lock, torch.inference_mode():
             options.check()  # it may have waited for the lock
+            if not self.cuda_graphs:
+                return self._run_eager(images, weights)
             chunks = [self._run_graphed(images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch])
                       for i in range(0, len(images), self.max_graph_batch)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
@@ -177,11 +191,13 @@ class TorchStylizer(Stylizer):
     def run_tensors(self, images: Tensor, weights: Tensor) -> Tensor:
         """``run`` for float32 (B, 3, H, W) and (B, N) tensors already on this stylizer's device, without
         host copies (for callers whose frames live on the GPU, and to time the model alone)."""
-        if not self.cuda_graphs:
+        if self._device.type != "cuda" and not self.cuda_graphs:
             with torch.inference_mode():
                 return self._forward(images, weights)
         outputs = []
         with self._lock, torch.inference_mode():
+            if not self.cuda_graphs:
+                return self._forward(images, weights)
             for i in range(0, len(images), self.max_graph_batch):
                 x, w = images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch]
                 graph = self._graph_for(len(x), x.shape[2], x.shape[3])
