@@ -7,6 +7,7 @@ both build their options here without importing grpc or onnxruntime.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 TOKEN_ENV = "STYLETRAIN_TOKEN"
+BACKENDS = ("auto", "onnxruntime", "torch")
+PRECISIONS = ("float16", "bfloat16", "float32")
+CUDA_MAX_BATCH = 8
+"""Dynamic batching's default batch size for models on CUDA (on the CPU batching is off by default:
+on 2 cores a batch only queues work one image at a time would finish as fast)."""
+UNBATCHED_SLOTS = 2
+BATCHED_STREAM_WINDOW = 4
 
 
 @dataclass
@@ -25,8 +33,10 @@ class ServerConfig:
     models_dir: str | Path = DEFAULT_MODELS_DIR
     threads: int | None = None
     """onnxruntime intra-op threads per model (None: one per physical core)."""
-    max_concurrent: int = 2
-    """Inference calls (unary calls and stream frames) running at once; more get RESOURCE_EXHAUSTED."""
+    max_concurrent: int | None = None
+    """Admission slots: images a server holds at once (decoded, queued for a batch, running or being
+    encoded), unary calls and stream frames alike; more get RESOURCE_EXHAUSTED. None: 2 without
+    batching, else the largest batch plus ``max_queue`` (a running batch and a full queue)."""
     max_streams: int = 4
     """Open ``StylizeStream`` calls; each holds a server thread."""
     max_pixels: int = 16_000_000
@@ -47,6 +57,49 @@ class ServerConfig:
     """PEM CA: clients must show a certificate it signed (mutual TLS)."""
     token: str | None = field(default=None, repr=False)
     """Calls (but health checks) need ``authorization: Bearer <token>``."""
+    backend: str = "auto"
+    """"auto": torch on CUDA for each model with a ``NAME.ckpt`` next to its ``NAME.onnx`` when torch
+    sees a GPU, onnxruntime otherwise; or "onnxruntime" / "torch" for every model."""
+    device: str | None = None
+    """"cpu" keeps every backend on the CPU; None lets each use CUDA when it can."""
+    precision: str | None = None
+    """torch on CUDA: "float16" (None), "bfloat16" or "float32"; checked against the .onnx at load."""
+    max_batch_size: int | None = None
+    """Dynamic batching: images run together at most (1: off). None: 8 for models on CUDA, 1 on the CPU."""
+    max_queue_delay_ms: float = 2.0
+    """How long the oldest queued request waits for others to join its batch."""
+    max_queue: int = 32
+    """Requests waiting for a batch, per model; beyond it RESOURCE_EXHAUSTED with a retry hint."""
+    stream_window: int | None = None
+    """Frames of one stream in flight at once (decode, run, encode overlap; results stay in order).
+    None: 4 when some model batches, else 1."""
+    warm_sizes: list[tuple[int, int]] = field(default_factory=list)
+    """(width, height) sizes whose CUDA graphs (torch on CUDA) are captured at start, for every
+    power-of-two batch up to the model's batch size."""
+
+    def batch_size_for(self, device: str) -> int:
+        """Images per batch for a model on ``device``: the setting, or 8 on CUDA and 1 (off) on the CPU."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return CUDA_MAX_BATCH if device == "cuda" else 1
+
+    def slots(self, largest_batch: int) -> int:
+        """Admission slots, given the largest batch size of the loaded models (1: no batching)."""
+        if self.max_concurrent is not None:
+            return self.max_concurrent
+        return UNBATCHED_SLOTS if largest_batch <= 1 else largest_batch + self.max_queue
+
+    def window(self, batching: bool) -> int:
+        """Frames of one stream in flight."""
+        if self.stream_window is not None:
+            return self.stream_window
+        return BATCHED_STREAM_WINDOW if batching else 1
+
+    def warm_shapes(self, device: str) -> list[tuple[int, int, int]]:
+        """(batch, height, width) graph buckets to capture at start for a model on ``device``."""
+        largest = self.batch_size_for(device)
+        batches = sorted({*(2 ** i for i in range(largest.bit_length()) if 2 ** i <= largest), largest})
+        return [(batch, height, width) for width, height in self.warm_sizes for batch in batches]
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -64,8 +117,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}, this machine "
                    "only; 0.0.0.0 or [::] for every interface, best with TLS and a token)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per model (default: one per core)")
-    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
-                   help=f"inference calls run at once; more get RESOURCE_EXHAUSTED (default {d.max_concurrent})")
+    p.add_argument("--max-concurrent", type=_bounded(int, 1),
+                   help="images held at once (decoded, queued, running or encoding); more get RESOURCE_EXHAUSTED "
+                        f"(default {UNBATCHED_SLOTS} without batching, else max batch size + --max-queue)")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels,
                    help=f"largest input image, width x height (default {d.max_pixels})")
     p.add_argument("--max-message-mb", type=int, default=d.max_message_bytes // 2**20,
@@ -84,6 +138,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"read from FILE (default: ${TOKEN_ENV} if set); health checks need none")
     s.add_argument("--no-reflection", dest="reflection", action="store_false",
                    help="do not serve gRPC server reflection (on by default; needs the token when one is set)")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                   help="auto (default): torch on CUDA for models with NAME.ckpt next to NAME.onnx when torch "
+                        "sees a GPU, else onnxruntime; torch also runs on the CPU (for testing)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="torch on CUDA: compute precision, checked against the .onnx at load (default float16)")
+    p.add_argument("--max-batch-size", type=_bounded(int, 1),
+                   help=f"dynamic batching: images per batch at most, 1 = off (default {CUDA_MAX_BATCH} for "
+                        "models on CUDA, 1 on the CPU)")
+    p.add_argument("--max-queue-delay-ms", type=_bounded(float, 0), default=d.max_queue_delay_ms,
+                   help=f"dynamic batching: how long a request waits for others (default {d.max_queue_delay_ms:g})")
+    p.add_argument("--max-queue", type=_bounded(int, 1), default=d.max_queue,
+                   help=f"dynamic batching: requests waiting per model; more get RESOURCE_EXHAUSTED with "
+                        f"grpc-retry-pushback-ms (default {d.max_queue})")
+    p.add_argument("--stream-window", type=_bounded(int, 1),
+                   help=f"frames of one stream in flight, replies in order (default {BATCHED_STREAM_WINDOW} "
+                        "with batching, else 1)")
+    p.add_argument("--warm-sizes", type=_size, nargs="+", default=[], metavar="WxH",
+                   help="torch on CUDA: sizes whose CUDA graphs are captured at start, e.g. 1280x720 512x512")
+
+
+def _bounded(kind: Callable[[str], Any], least: float) -> Callable[[str], Any]:
+    """argparse type: a number of at least ``least``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= least:
+            raise argparse.ArgumentTypeError(f"must be at least {least:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    """argparse type: "WIDTHxHEIGHT" -> (width, height)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text!r}")
+    return int(width), int(height)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
@@ -93,7 +188,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
 
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
-                          grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None)
+                          grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None,
+                          device="cpu" if args.cpu else None, backend=args.backend, precision=args.precision,
+                          max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
+                          max_queue=args.max_queue, stream_window=args.stream_window, warm_sizes=args.warm_sizes)
     if args.drain_delay < 0:
         raise UserError(f"--drain-delay must be 0 or more seconds; got {args.drain_delay:g}")
     config.drain_delay, config.reflection = args.drain_delay, args.reflection

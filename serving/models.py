@@ -1,7 +1,9 @@
 """The models a server holds, and which one runs a request.
 
 Every ``*.onnx`` file in the models folder is loaded once as a ``styletrain.runtime`` stylizer
-(one onnxruntime session each) and named after its file (``multistyle.onnx`` -> ``multistyle``).
+and named after its file (``multistyle.onnx`` -> ``multistyle``). ``choose_backend`` decides what
+runs it: onnxruntime (one session), or torch on the slim checkpoint ``NAME.ckpt`` next to it (on
+CUDA with float16, channels_last and CUDA graphs), checked against the ``.onnx`` at load.
 Style names may repeat across models (a 13-style net and a single-style ``mosaic.onnx`` can both
 hold ``mosaic``), so a request either names its model or the server picks one with
 ``ModelRegistry.select``.
@@ -9,8 +11,9 @@ hold ``mosaic``), so a request either names its model or the server picks one wi
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from styletrain.errors import UserError, names_text, quoted
 from styletrain.runtime import Stylizer, load_stylizer
+from styletrain.runtime.cuda import torch_cuda_available
 from styletrain.styles import style_weights
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,56 @@ class Selection:
     preserve_color: bool = False
 
 
+def choose_backend(onnx_path: str | Path, backend: str = "auto", *, device: str | None = None,
+                   cuda: Callable[[], bool] = torch_cuda_available) -> tuple[str, str | None]:
+    """(backend, device) for the model exported as ``onnx_path``; device None lets onnxruntime choose.
+
+    "auto" takes torch on CUDA when ``NAME.ckpt`` lies next to ``NAME.onnx``, ``device`` is not
+    "cpu" and ``cuda()`` says torch sees a GPU (which imports torch only on a machine with a GPU);
+    else onnxruntime. "torch" needs the checkpoint and runs on CUDA when there is one, else the CPU.
+    """
+    onnx_path = Path(onnx_path)
+    checkpoint = onnx_path.with_suffix(".ckpt")
+    if backend == "onnxruntime":
+        return "onnxruntime", device
+    if backend == "torch":
+        if not checkpoint.is_file():
+            raise UserError(f"--backend torch runs the slim checkpoint next to each .onnx; {checkpoint} is "
+                            f"missing (copy it there, or use --backend onnxruntime)")
+        return "torch", device or ("cuda" if cuda() else "cpu")
+    if backend != "auto":
+        raise UserError(f"backend must be one of ['auto', 'onnxruntime', 'torch']; got {backend!r}")
+    if device != "cpu" and checkpoint.is_file() and cuda():
+        return "torch", "cuda"
+    return "onnxruntime", device
+
+
+def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | None = None,
+               providers: Sequence[str] | None = None, threads: int | None = None,
+               precision: str | None = None, check: bool = True) -> Stylizer:
+    """The stylizer ``choose_backend`` picks for an exported model; a torch one is checked against the
+    ``.onnx`` (``styletrain.runtime.parity``: within 1e-4 in float32, 2/255 in reduced precision)."""
+    onnx_path = Path(onnx_path)
+    chosen, device = choose_backend(onnx_path, backend, device=device)
+    if chosen == "onnxruntime":
+        if precision not in (None, "float32"):
+            raise UserError(f"--precision {precision} is a torch setting; {onnx_path.name} runs on onnxruntime")
+        return load_stylizer(onnx_path, backend="onnxruntime", threads=threads,
+                             providers=list(providers) if providers else None)
+    stylizer = load_stylizer(onnx_path.with_suffix(".ckpt"), backend="torch", device=device, precision=precision)
+    if check and importlib.util.find_spec("onnxruntime") is None:
+        log.warning("%s: not checked against its .onnx (onnxruntime is not installed)", onnx_path.stem)
+    elif check:
+        from styletrain.runtime.parity import check_parity
+
+        reference = load_stylizer(onnx_path, backend="onnxruntime", providers=["CPUExecutionProvider"],
+                                  threads=threads)
+        difference = check_parity(stylizer, reference, what=onnx_path.stem)
+        log.info("%s on torch:%s (%s) matches its .onnx within %.2g", onnx_path.stem, stylizer.device,
+                 getattr(stylizer, "precision", "float32"), difference)
+    return stylizer
+
+
 class ModelRegistry:
     """Loaded models by name, in name order."""
 
@@ -52,8 +106,9 @@ class ModelRegistry:
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, providers: Sequence[str] | None = None,
-                    threads: int | None = None) -> ModelRegistry:
-        """Load every ``*.onnx`` in ``folder``; raises ``UserError`` if there are none."""
+                    threads: int | None = None, backend: str = "auto", device: str | None = None,
+                    precision: str | None = None) -> ModelRegistry:
+        """Load every ``*.onnx`` in ``folder`` (``load_model``); raises ``UserError`` if there are none."""
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"models folder not found: {folder}")
@@ -63,9 +118,10 @@ class ModelRegistry:
                             "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
         for path in paths:
-            models[path.stem] = load_stylizer(path, backend="onnxruntime", providers=providers,
-                                              threads=threads)
-            log.info("loaded model %s: %s", path.stem, ", ".join(models[path.stem].style_names))
+            models[path.stem] = load_model(path, backend=backend, device=device, providers=providers,
+                                           threads=threads, precision=precision)
+            log.info("loaded model %s on %s (%s): %s", path.stem, models[path.stem].backend,
+                     models[path.stem].device, ", ".join(models[path.stem].style_names))
         return cls(models)
 
     def select(self, *, model: str = "", style: str = "", blend: Mapping[str, float] | None = None) -> Selection:
@@ -120,7 +176,11 @@ class ModelRegistry:
         """``"multistyle: candy, mosaic; mosaic: mosaic"`` for error messages."""
         return "; ".join(f"{n}: {', '.join(m.style_names)}" for n, m in self.models.items())
 
-    def warm_up(self) -> None:
-        """One small run per model, so the first request is not the slow one."""
+    def warm_up(self, shapes: Callable[[str], Iterable[tuple[int, int, int]]] | None = None) -> None:
+        """One small run per model, so the first request is not the slow one; models that capture
+        CUDA graphs (torch on CUDA) also capture ``shapes(device)``: (batch, height, width) buckets."""
         for stylizer in self.models.values():
             stylizer.warm_up()
+            prepare = getattr(stylizer, "prepare", None)
+            if shapes is not None and prepare is not None:
+                prepare(shapes(stylizer.device))

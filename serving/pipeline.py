@@ -1,4 +1,4 @@
-"""The steps of one stylize request as plain functions: options, select, decode, run, encode.
+"""The steps of one stylize request as plain functions: options, select, decode, run (or run_batched), encode.
 
 Each step raises ``Failure`` with the gRPC status and the message for the client; the servicer in
 ``serving.server`` only orders the steps and holds the admission slots.
@@ -10,12 +10,14 @@ import dataclasses
 import logging
 import time
 import uuid
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from PIL import Image
 
+from serving.batching import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from serving.models import ModelRegistry, Selection, UnknownModel, UnknownStyle
 from styletrain.errors import UserError, shorten
 from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
@@ -37,13 +39,14 @@ refuse trailers above 8 KiB (with RESOURCE_EXHAUSTED, which this server means as
 
 
 class Failure(Exception):
-    """A request that cannot be served: the status code and the message for the client, cut to
-    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send."""
+    """A request that cannot be served: the status code, the message for the client (cut to
+    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send) and, for an overloaded
+    server, when to retry (sent as the ``grpc-retry-pushback-ms`` trailer)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, retry_after_ms: int | None = None) -> None:
         message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.retry_after_ms = code, message, retry_after_ms
 
 
 @dataclass(frozen=True)
@@ -111,22 +114,68 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
-        error_id = uuid.uuid4().hex[:8]  # the runtime's message names graph nodes and shapes: log it only
-        log.exception("inference failed on %s (error id %s)", selection.name, error_id)
-        raise Failure(grpc.StatusCode.INTERNAL,
-                      f"inference failed on model {selection.name} (error id {error_id} in the server log)") from None
+        raise _inference_failed(selection, exc) from None
     run_ms = (time.perf_counter() - start) * 1000
+    return _finished(selection, output, content), run_ms
+
+
+def run_batched(batcher: Batcher, selection: Selection, image: Image.Image, options: RunOptions, *,
+                deadline: float | None) -> tuple[Image.Image, float, float, int]:
+    """Stylize ``image`` in a batch: (result, its share of the batch's run time in ms, queue ms, batch size).
+
+    RESOURCE_EXHAUSTED with a retry hint when the queue is full; DEADLINE_EXCEEDED when ``deadline``
+    (``time.monotonic()``) passed in the queue; CANCELLED when the call ended first (``options``
+    cancelled: the request leaves the queue); UNAVAILABLE on shutdown; INTERNAL on errors.
+    """
+    content = image_to_array(image)
+    try:
+        future = batcher.submit(content[0], selection.weights, deadline=deadline)
+    except QueueFull as exc:
+        raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), retry_after_ms=exc.retry_after_ms) from None
+    except BatcherClosed as exc:
+        raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    try:
+        with options.interrupts(future.cancel):
+            batched = future.result()
+    except (RunCancelled, CancelledError):
+        future.cancel()
+        raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
+    except DeadlineExpired as exc:
+        raise Failure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+    except BatcherClosed as exc:
+        raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+    except Exception as exc:
+        raise _inference_failed(selection, exc) from None
+    result = _finished(selection, batched.image[None], content)
+    return result, batched.run_ms / batched.batch_size, batched.queue_ms, batched.batch_size
+
+
+def _inference_failed(selection: Selection, exc: Exception) -> Failure:
+    """INTERNAL with an error id; the runtime's message (graph nodes, shapes) goes to the log only."""
+    error_id = uuid.uuid4().hex[:8]
+    log.error("inference failed on %s (error id %s)", selection.name, error_id, exc_info=exc)
+    return Failure(grpc.StatusCode.INTERNAL,
+                   f"inference failed on model {selection.name} (error id {error_id} in the server log)")
+
+
+def _finished(selection: Selection, output: np.ndarray, content: np.ndarray) -> Image.Image:
+    """The model's (1, 3, H, W) output after the request's adjustments, as an image; INTERNAL if not finite."""
     if not np.isfinite(output).all():
         log.error("model %s produced non-finite values", selection.name)
         raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
-    output = finish(output, content, strength=selection.strength, strength_method=selection.strength_method,
-                    preserve=selection.preserve_color)
-    return array_to_image(output), run_ms
+    return array_to_image(finish(output, content, strength=selection.strength,
+                                 strength_method=selection.strength_method, preserve=selection.preserve_color))
 
 
 def encode(image: Image.Image, output: Output) -> bytes:
     """The result as bytes in the requested format and quality."""
     return encode_image(image, output.format, output.quality)
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """The call's deadline as a ``time.monotonic()`` time (None: no deadline)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def check_deadline(context: grpc.ServicerContext) -> None:

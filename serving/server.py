@@ -5,8 +5,12 @@ encode) over models loaded as ``styletrain.runtime`` stylizers (``serving.models
 
 Limits, each for a reason:
 
-- a bounded number of inference calls at once (``max_concurrent``); more get RESOURCE_EXHAUSTED at
-  once instead of queueing without bound, while health checks and ``ListStyles`` keep answering;
+- a bounded number of images in the server at once (``max_concurrent`` admission slots, held from
+  decode to encoded reply); more get RESOURCE_EXHAUSTED at once instead of queueing without bound,
+  while health checks and ``ListStyles`` keep answering (they never take a slot or enter a queue);
+- with dynamic batching (``serving.batching``), requests and stream frames of one model and size run
+  together; a queued request keeps its slot, so slots still bound memory, and at most ``max_queue``
+  wait per model (more get RESOURCE_EXHAUSTED with a ``grpc-retry-pushback-ms`` trailer);
 - explicit maximum message sizes; the pixel count is checked from the image header before
   decoding, formats are restricted to JPEG/PNG/WebP, sides must be >= 16 px (``open_image``);
 - a request whose deadline has passed is not run; a cancelled call or an expired deadline cancels
@@ -35,7 +39,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import status_pb2
 
-from serving import pipeline, security
+from serving import batching, pipeline, security
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
 from serving.models import ModelRegistry
@@ -59,8 +63,25 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     def __init__(self, registry: ModelRegistry, config: ServerConfig) -> None:
         self.registry, self.config = registry, config
-        self._slots = threading.BoundedSemaphore(config.max_concurrent)
+        self.batchers = {name: batching.Batcher(m, max_batch=config.batch_size_for(m.device), name=name,
+                                                max_delay_ms=config.max_queue_delay_ms, max_queue=config.max_queue)
+                         for name, m in registry.models.items() if config.batch_size_for(m.device) > 1}
+        largest_batch = max((b.max_batch for b in self.batchers.values()), default=1)
+        self.max_concurrent = config.slots(largest_batch)
+        self.stream_window = config.window(bool(self.batchers))
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self._streams = threading.BoundedSemaphore(config.max_streams)
+        # Frames of a stream in flight: a reader and `stream_window` frames per stream.
+        self._frames = futures.ThreadPoolExecutor(config.max_streams * (self.stream_window + 1),
+                                                  thread_name_prefix="styletrain-frame") \
+            if self.stream_window > 1 else None
+
+    def close(self) -> None:
+        """Stop the batch workers and frame threads (after the server has stopped)."""
+        for batcher in self.batchers.values():
+            batcher.close()
+        if self._frames is not None:
+            self._frames.shutdown(wait=True)
 
     def ListStyles(self, request: pb.ListStylesRequest, context: grpc.ServicerContext) -> pb.ListStylesResponse:
         return pb.ListStylesResponse(models=[
@@ -72,6 +93,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         try:
             return self._stylize(request, context, _cancelled_when_done(context))
         except Failure as failure:
+            if failure.retry_after_ms is not None:
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(failure.retry_after_ms)),))
             context.abort(failure.code, failure.message)
 
     def StylizeStream(self, request_iterator: Iterator[pb.StylizeStreamRequest],
@@ -81,15 +104,26 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                           f"server busy: {self.config.max_streams} streams open; retry later")
         try:
             options = _cancelled_when_done(context)
-            for frame in request_iterator:
+
+            def one(frame: pb.StylizeStreamRequest) -> pb.StylizeStreamResponse | None:
+                """The frame's reply; None once the call has ended."""
                 try:
                     response = self._stylize(frame.request, context, options)
-                    yield pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
+                    return pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
                 except Failure as failure:
                     if not context.is_active():
-                        return
+                        return None
                     error = status_pb2.Status(code=failure.code.value[0], message=failure.message)
-                    yield pb.StylizeStreamResponse(frame_id=frame.frame_id, error=error)
+                    return pb.StylizeStreamResponse(frame_id=frame.frame_id, error=error)
+
+            if self._frames is None:
+                replies = map(one, request_iterator)
+            else:
+                replies = batching.in_order(request_iterator, one, window=self.stream_window, executor=self._frames)
+            for reply in replies:
+                if reply is None:
+                    return
+                yield reply
         finally:
             self._streams.release()
 
@@ -104,14 +138,20 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             image = pipeline.decode(request.image, max_pixels=self.config.max_pixels,
                                     min_side=self.config.min_side, max_side=output.max_side)
             pipeline.check_deadline(context)
-            result, inference_ms = pipeline.run(selection, image, options)
+            batcher = self.batchers.get(selection.name)
+            if batcher is None:
+                result, inference_ms = pipeline.run(selection, image, options)
+                queue_ms, batch_size = 0.0, 1
+            else:
+                result, inference_ms, queue_ms, batch_size = pipeline.run_batched(
+                    batcher, selection, image, options, deadline=pipeline.deadline_of(context))
             encoded = pipeline.encode(result, output)
         total_ms = (time.perf_counter() - start) * 1000
         log.debug("stylized %dx%d with %s in %.1f ms", result.width, result.height, selection.name, total_ms)
         return pb.StylizeResponse(image=encoded, width=result.width, height=result.height,
                                   format=request.options.format or pb.IMAGE_FORMAT_JPEG, model=selection.name,
                                   inference_ms=inference_ms, total_ms=total_ms, backend=selection.stylizer.backend,
-                                  device=selection.stylizer.device, batch_size=1,
+                                  device=selection.stylizer.device, queue_ms=queue_ms, batch_size=batch_size,
                                   strength_method=pipeline.STRENGTH_METHODS[selection.strength_method])
 
     @contextlib.contextmanager
@@ -119,7 +159,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         """Hold one of ``max_concurrent`` inference slots, or fail at once with RESOURCE_EXHAUSTED."""
         if not self._slots.acquire(blocking=False):
             raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"server busy: {self.config.max_concurrent} inference calls running; retry with backoff")
+                          f"server busy: {self.max_concurrent} inference calls running; retry with backoff")
         try:
             yield
         finally:
@@ -139,8 +179,9 @@ class StyleServer:
 
     def __init__(self, server: grpc.Server, executor: futures.ThreadPoolExecutor, registry: ModelRegistry,
                  health_servicer: WatchEndingHealthServicer, config: ServerConfig,
-                 draining: threading.Event | None = None) -> None:
+                 draining: threading.Event | None = None, servicer: StyleTransferServicer | None = None) -> None:
         self.server, self.registry, self.health, self.config = server, registry, health_servicer, config
+        self.servicer = servicer
         self._executor = executor
         self._draining = draining or threading.Event()
         self._stopped, self._closed = threading.Event(), threading.Event()
@@ -148,7 +189,7 @@ class StyleServer:
     def start(self) -> None:
         """Start answering (health NOT_SERVING), warm every model up, then report SERVING."""
         self.server.start()
-        self.registry.warm_up()
+        self.registry.warm_up(self.config.warm_shapes)
         warm_up_codecs()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -187,6 +228,8 @@ class StyleServer:
         def close() -> None:
             stopped.wait()
             self._executor.shutdown(wait=True)
+            if self.servicer is not None:
+                self.servicer.close()
             self._closed.set()
 
         threading.Thread(target=close, name="styletrain-shutdown", daemon=True).start()
@@ -202,9 +245,12 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     config = config or ServerConfig()
     if models_dir is not None:
         config.models_dir = models_dir
-    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads)
-    # Enough threads that health checks and rejections never wait behind inference and streams.
-    workers = config.max_concurrent + config.max_streams + 4
+    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,
+                                         backend=config.backend, device=config.device, precision=config.precision)
+    servicer = StyleTransferServicer(registry, config)
+    # Enough threads that health checks and rejections never wait behind inference and streams: a
+    # call waiting in a batch queue holds a slot, so at most `max_concurrent` threads wait on inference.
+    workers = servicer.max_concurrent + config.max_streams + 4
     draining = threading.Event()
     interceptors: list[grpc.ServerInterceptor] = [DrainInterceptor(f"/{SERVICE_NAME}/", draining)]
     if config.token:
@@ -212,7 +258,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
     server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers,
                          interceptors=interceptors)
-    pb_grpc.add_StyleTransferServiceServicer_to_server(StyleTransferServicer(registry, config), server)
+    pb_grpc.add_StyleTransferServiceServicer_to_server(servicer, server)
     health_servicer = WatchEndingHealthServicer()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -224,8 +270,9 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
                              tls_ca=config.tls_ca, token=config.token)
     except UserError:
         executor.shutdown(wait=False)
+        servicer.close()
         raise
-    return StyleServer(server, executor, registry, health_servicer, config, draining), port
+    return StyleServer(server, executor, registry, health_servicer, config, draining, servicer), port
 
 
 def serve(address: str = "127.0.0.1:50051", config: ServerConfig | None = None) -> None:

@@ -1,4 +1,5 @@
-"""``styletrain serve``: serve every exported ``.onnx`` model in a folder over gRPC."""
+"""``styletrain serve``: serve every exported ``.onnx`` model in a folder over gRPC (onnxruntime, or
+torch on CUDA from the ``.ckpt`` beside it; ``--backend``), with optional dynamic batching."""
 
 from __future__ import annotations
 

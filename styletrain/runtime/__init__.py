@@ -18,11 +18,14 @@ DEVICES = ("cpu", "cuda")
 
 
 def load_stylizer(path: str | Path, *, backend: str = "auto", device: str | None = None,
-                  threads: int | None = None, providers: list[str] | None = None) -> Stylizer:
+                  threads: int | None = None, providers: list[str] | None = None,
+                  precision: str | None = None) -> Stylizer:
     """A model file as a ``Stylizer``: ``.onnx`` runs on onnxruntime, anything else (``.ckpt``) on torch.
 
     ``device`` is "cpu" or "cuda" (None: onnxruntime takes CUDA when its build has it, torch the
-    CPU). ``threads`` and ``providers`` are onnxruntime settings.
+    CPU). ``threads`` and ``providers`` are onnxruntime settings; ``precision`` ("float32",
+    "float16", "bfloat16"; None: float16 on CUDA, float32 on the CPU) is torch's, whose CUDA path
+    also uses channels_last and CUDA graphs (``styletrain.runtime.torch_backend``).
     """
     path = Path(path)
     is_onnx = path.suffix.lower() == ".onnx"
@@ -39,6 +42,8 @@ def load_stylizer(path: str | Path, *, backend: str = "auto", device: str | None
                             "(export it with `styletrain export`, or use backend 'torch')")
         if providers is not None and device is not None:
             raise UserError(f"give either device or providers, not both; got {device!r} and {providers}")
+        if precision not in (None, "float32"):
+            raise UserError(f"precision {precision!r} is a torch setting; onnxruntime runs {path} in float32")
         return OnnxStylizer(path, providers=providers or default_providers(device), threads=threads)
     if is_onnx:
         raise UserError(f"the torch backend runs styletrain checkpoints (.ckpt); got {path}: use backend 'onnxruntime'")
@@ -46,4 +51,4 @@ def load_stylizer(path: str | Path, *, backend: str = "auto", device: str | None
         raise UserError(f"threads and providers are onnxruntime settings; {path} runs on torch")
     from styletrain.runtime.torch_backend import TorchStylizer
 
-    return TorchStylizer.from_checkpoint(path, device=device or "cpu")
+    return TorchStylizer.from_checkpoint(path, device=device or "cpu", precision=precision)
