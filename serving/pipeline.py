@@ -28,11 +28,12 @@ DEFAULT_QUALITY = 90
 
 
 class Failure(Exception):
-    """A request that cannot be served: the status code and the message for the client."""
+    """A request that cannot be served: the status code and the message for the client, and for the
+    metrics a rejection reason where the code alone does not tell it (``"memory"`` vs ``"busy"``)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.reason = code, message, reason
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serving import pipeline
 from serving.config import ServerConfig, add_arguments, config_from_args
+from serving.metrics import ServerMetrics, host_of
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
 from styletrain.errors import UserError
@@ -53,8 +54,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     """The three RPCs over a ``ModelRegistry``, with admission control and per-call cancellation."""
 
-    def __init__(self, registry: ModelRegistry, config: ServerConfig) -> None:
+    def __init__(self, registry: ModelRegistry, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.registry, self.config = registry, config
+        self.metrics = metrics or ServerMetrics(registry.models)
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
         self._streams = threading.BoundedSemaphore(config.max_streams)
 
@@ -66,9 +68,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     def Stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext) -> pb.StylizeResponse:
         try:
-            return self._stylize(request, context, _cancelled_when_done(context))
+            response = self._stylize(request, context, _cancelled_when_done(context))
         except Failure as failure:
+            self.metrics.failed("Stylize", request, failure)
             context.abort(failure.code, failure.message)
+        self.metrics.served("Stylize", response)
+        return response
 
     def StylizeStream(self, request_iterator: Iterator[pb.StylizeStreamRequest],
                       context: grpc.ServicerContext) -> Iterator[pb.StylizeStreamResponse]:
@@ -80,8 +85,10 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             for frame in request_iterator:
                 try:
                     response = self._stylize(frame.request, context, options)
+                    self.metrics.served("StylizeStream", response)
                     yield pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
                 except Failure as failure:
+                    self.metrics.failed("StylizeStream", frame.request, failure)
                     if not context.is_active():
                         return
                     error = status_pb2.Status(code=failure.code.value[0], message=failure.message)
@@ -132,13 +139,16 @@ class StyleServer:
     """A created (not yet started) server: ``start`` warms up then reports SERVING; ``stop`` drains."""
 
     def __init__(self, server: grpc.Server, executor: futures.ThreadPoolExecutor, registry: ModelRegistry,
-                 health_servicer: health.HealthServicer, config: ServerConfig) -> None:
+                 health_servicer: health.HealthServicer, config: ServerConfig,
+                 metrics: ServerMetrics | None = None) -> None:
         self.server, self.registry, self.health, self.config = server, registry, health_servicer, config
+        self.metrics = metrics or ServerMetrics(registry.models)
         self._executor = executor
         self._stopped = threading.Event()
 
     def start(self) -> None:
         """Start answering (health NOT_SERVING), warm every model up, then report SERVING."""
+        self.metrics.start()
         self.server.start()
         self.registry.warm_up()
         warm_up_codecs()
@@ -158,6 +168,7 @@ class StyleServer:
         def close() -> None:
             stopped.wait()
             self._executor.shutdown(wait=True)
+            self.metrics.stop()
             closed.set()
 
         threading.Thread(target=close, name="styletrain-shutdown", daemon=True).start()
@@ -177,8 +188,10 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     # Enough threads that health checks and rejections never wait behind inference and streams.
     workers = config.max_concurrent + config.max_streams + 4
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
-    server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers)
-    pb_grpc.add_StyleTransferServiceServicer_to_server(StyleTransferServicer(registry, config), server)
+    metrics = ServerMetrics(registry.models, host=host_of(address), port=config.metrics_port)
+    server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers,
+                         interceptors=[metrics.interceptor()])
+    pb_grpc.add_StyleTransferServiceServicer_to_server(StyleTransferServicer(registry, config, metrics), server)
     health_servicer = health.HealthServicer()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -191,7 +204,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
         raise UserError(f"cannot listen on {address}: {exc}") from None
     if port == 0:
         raise UserError(f"cannot listen on {address}: is the port in use?")
-    return StyleServer(server, executor, registry, health_servicer, config), port
+    return StyleServer(server, executor, registry, health_servicer, config, metrics), port
 
 
 def serve(address: str = "[::]:50051", config: ServerConfig | None = None) -> None:
