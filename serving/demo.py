@@ -32,10 +32,14 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "the demo needs Gradio: pip install 'styletrain[demo]'"
 DEFAULT_MAX_SIDE = 512
-VIDEO_CALL_SECONDS = 300.0
-"""Deadline of one ``StylizeStream`` call; a longer video opens the next call on its own."""
+VIDEO_CALL_SECONDS = 60.0
+"""Deadline of one ``StylizeStream`` call; a longer video opens the next call on its own. It bounds
+how long a tab closed mid-video holds one of the server's stream slots (Gradio keeps a closed tab's
+state for an hour, so its ``delete_callback`` comes too late for that)."""
 VIDEO_IDLE_SECONDS = 10
-"""A tab's stream is closed this long after its last frame (Gradio's ``State`` time-to-live)."""
+"""An open tab's stream is closed this long after its last frame (Gradio's ``State`` time-to-live)."""
+VIDEO_MAX_SECONDS = 600
+"""Gradio stops a tab's webcam stream after this long; pressing Record again goes on."""
 
 
 class DemoError(Exception):
@@ -82,10 +86,15 @@ def rpc_error_text(exc: grpc.RpcError, address: str) -> str:
     return f"The server answered {name}: {details}.{hint}"
 
 
-def encode_photo(photo: Image.Image) -> bytes:
-    """The page's photo as JPEG bytes for the request (quality 95: the model sees little loss)."""
+def encode_photo(photo: Image.Image, max_side: int | None = None) -> bytes:
+    """The page's photo as JPEG bytes for the request (quality 95: the model sees little loss),
+    shrunk first so its longer side is at most ``max_side``: a 1920x1080 webcam frame need not
+    travel at full size when the server would shrink it anyway."""
+    photo = photo.convert("RGB")
+    if max_side and max(photo.size) > max_side:
+        photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    photo.convert("RGB").save(buffer, format="JPEG", quality=95)
+    photo.save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
 
 
@@ -163,8 +172,9 @@ class Demo:
         styles = self.models[model]
         blend = blend_of(styles, values)
         text = shares_text(shares(styles, blend))
-        return make_request(encode_photo(photo), blend=blend, model=model, output_format="jpeg",
-                            max_side=int(max_side) if max_side else None), text
+        side = int(max_side) if max_side else None
+        return make_request(encode_photo(photo, side), blend=blend, model=model, output_format="jpeg",
+                            max_side=side), text
 
     def stylize(self, photo: Image.Image | None, model: str, values: Sequence[float | None],
                 max_side: float | None = DEFAULT_MAX_SIDE) -> tuple[Image.Image | None, str]:
@@ -277,7 +287,7 @@ def build_app(demo: Demo) -> Any:
         for control in (*sliders, max_side):
             control.change(**run)
         camera.stream(on_frame, inputs=[camera, model, max_side, stream, *sliders],
-                      outputs=[video, video_status, stream], stream_every=0.2, time_limit=VIDEO_CALL_SECONDS)
+                      outputs=[video, video_status, stream], stream_every=0.2, time_limit=VIDEO_MAX_SECONDS)
     return app
 
 
