@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from serving.pipeline import Failure
 from styletrain.errors import UserError
@@ -79,6 +79,7 @@ class ServerMetrics:
         self._http: tuple[Any, threading.Thread] | None = None
         self._http_lock = threading.Lock()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.rpcs = Counter("styletrain_rpcs", "gRPC calls by method and final status code "
                             "(a StylizeStream call counts once, however many frames)", ["method", "code"], registry=r)
         self.in_flight = Gauge("styletrain_rpcs_in_flight", "gRPC calls running now, by method", ["method"],
