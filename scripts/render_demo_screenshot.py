@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import socket
 import tempfile
@@ -52,8 +53,6 @@ def main() -> None:
                  "--hide-scrollbars"):
         options.add_argument(flag)
     with tempfile.TemporaryDirectory() as cache:
-        import os
-
         os.environ["GRADIO_TEMP_DIR"] = cache
         app, client = launch(f"127.0.0.1:{port}", host="127.0.0.1", port=page_port, block=False)
         driver = webdriver.Chrome(service=webdriver.ChromeService(shutil.which("chromedriver")), options=options)

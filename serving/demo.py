@@ -151,9 +151,9 @@ class Demo:
         try:
             listed = client.list_styles()
         except grpc.RpcError as exc:
-            raise UserError(f"cannot list the styles of {client.address}: {rpc_error_text(exc, client.address)}") from None
+            raise UserError(f"cannot list the styles of {client.address}: "
+                            f"{rpc_error_text(exc, client.address)}") from None
         self.models: dict[str, list[str]] = {m.name: list(m.styles) for m in listed}
-        self.backends = {m.name: f"{m.backend} ({m.device})" if m.backend else ", ".join(m.providers) for m in listed}
         if not self.models:
             raise UserError(f"the server at {client.address} holds no models")
 
