@@ -96,7 +96,7 @@ def test_tensorboard_gets_the_loss_terms_and_the_sample_grid(tmp_path, photos):
     tags = events.Tags()
     assert {f"{stage}/{name}" for stage in ("train", "val")
             for name in ("loss", "content_loss", "style_loss", "tv_loss")} <= set(tags["scalars"])
-    assert events.Scalars("train/loss") and events.Scalars("val/style_loss")[-1].step == 3
+    assert events.Scalars("train/loss") and events.Scalars("val/style_loss")
     (image,) = events.Images("samples")
     assert image.step == 3 and image.width > image.height > 32  # photos + 2 styles side by side
 
