@@ -46,6 +46,8 @@ class ServerConfig:
     """Seconds in-flight calls get to finish on shutdown."""
     providers: list[str] | None = None
     """onnxruntime providers (None: CUDA first when available, else CPU)."""
+    metrics_port: int | None = None
+    """Port of the Prometheus ``/metrics`` endpoint, on the gRPC host (None: off; 0: a free port)."""
     # Shutdown and security (serving.lifecycle, serving.security).
     drain_delay: float = 5.0
     """Seconds after SIGTERM that health reports NOT_SERVING and new calls get UNAVAILABLE, before stopping."""
@@ -127,6 +129,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=d.grace,
                    help=f"seconds in-flight calls get to finish after SIGTERM (default {d.grace:g})")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when CUDA is available")
+    p.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics at "
+                   "http://HOST:N/metrics, HOST being --host (default: off; 0 picks a free port)")
     p.add_argument("--drain-delay", type=float, default=d.drain_delay,
                    help="seconds after SIGTERM that health reports NOT_SERVING while new calls get UNAVAILABLE, "
                    f"before stopping (default {d.drain_delay:g}; Ctrl-C skips it)")
@@ -197,4 +201,5 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     config.drain_delay, config.reflection = args.drain_delay, args.reflection
     config.tls_cert, config.tls_key, config.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
     config.token = read_token(args.token_file)
+    config.metrics_port = args.metrics_port
     return f"{args.host}:{args.port}", config

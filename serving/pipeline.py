@@ -40,13 +40,15 @@ refuse trailers above 8 KiB (with RESOURCE_EXHAUSTED, which this server means as
 
 class Failure(Exception):
     """A request that cannot be served: the status code, the message for the client (cut to
-    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send) and, for an overloaded
-    server, when to retry (sent as the ``grpc-retry-pushback-ms`` trailer)."""
+    ``MAX_MESSAGE_CHARS`` so no echoed input can make it too long to send), for an overloaded server
+    when to retry (sent as the ``grpc-retry-pushback-ms`` trailer), and for the metrics a rejection
+    reason where the code alone does not tell it (``"memory"`` vs ``"busy"``)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, retry_after_ms: int | None = None) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, retry_after_ms: int | None = None,
+                 reason: str | None = None) -> None:
         message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
-        self.code, self.message, self.retry_after_ms = code, message, retry_after_ms
+        self.code, self.message, self.retry_after_ms, self.reason = code, message, retry_after_ms, reason
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from google.rpc import status_pb2
 from serving import batching, pipeline, security
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
+from serving.metrics import ServerMetrics, host_of
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
 from serving.reflection import enable_reflection
@@ -61,7 +62,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     """The three RPCs over a ``ModelRegistry``, with admission control and per-call cancellation."""
 
-    def __init__(self, registry: ModelRegistry, config: ServerConfig) -> None:
+    def __init__(self, registry: ModelRegistry, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.registry, self.config = registry, config
         self.batchers = {name: batching.Batcher(m, max_batch=config.batch_size_for(m.device), name=name,
                                                 max_delay_ms=config.max_queue_delay_ms, max_queue=config.max_queue)
@@ -70,6 +71,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         self.max_concurrent = config.slots(largest_batch)
         self.stream_window = config.window(bool(self.batchers))
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        self.metrics = metrics or ServerMetrics(registry.models)
         self._streams = threading.BoundedSemaphore(config.max_streams)
         # Frames of a stream in flight: a reader and `stream_window` frames per stream.
         self._frames = futures.ThreadPoolExecutor(config.max_streams * (self.stream_window + 1),
@@ -91,11 +93,14 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     def Stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext) -> pb.StylizeResponse:
         try:
-            return self._stylize(request, context, _cancelled_when_done(context))
+            response = self._stylize(request, context, _cancelled_when_done(context))
         except Failure as failure:
             if failure.retry_after_ms is not None:
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(failure.retry_after_ms)),))
+            self.metrics.failed("Stylize", request, failure)
             context.abort(failure.code, failure.message)
+        self.metrics.served("Stylize", response)
+        return response
 
     def StylizeStream(self, request_iterator: Iterator[pb.StylizeStreamRequest],
                       context: grpc.ServicerContext) -> Iterator[pb.StylizeStreamResponse]:
@@ -109,8 +114,11 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 """The frame's reply; None once the call has ended."""
                 try:
                     response = self._stylize(frame.request, context, options)
+                    response = self._stylize(frame.request, context, options)
+                    self.metrics.served("StylizeStream", response)
                     return pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
                 except Failure as failure:
+                    self.metrics.failed("StylizeStream", frame.request, failure)
                     if not context.is_active():
                         return None
                     error = status_pb2.Status(code=failure.code.value[0], message=failure.message)
@@ -179,15 +187,18 @@ class StyleServer:
 
     def __init__(self, server: grpc.Server, executor: futures.ThreadPoolExecutor, registry: ModelRegistry,
                  health_servicer: WatchEndingHealthServicer, config: ServerConfig,
-                 draining: threading.Event | None = None, servicer: StyleTransferServicer | None = None) -> None:
+                 draining: threading.Event | None = None, servicer: StyleTransferServicer | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
         self.server, self.registry, self.health, self.config = server, registry, health_servicer, config
         self.servicer = servicer
+        self.metrics = metrics or ServerMetrics(registry.models)
         self._executor = executor
         self._draining = draining or threading.Event()
         self._stopped, self._closed = threading.Event(), threading.Event()
 
     def start(self) -> None:
         """Start answering (health NOT_SERVING), warm every model up, then report SERVING."""
+        self.metrics.start()
         self.server.start()
         self.registry.warm_up(self.config.warm_shapes)
         warm_up_codecs()
@@ -230,6 +241,7 @@ class StyleServer:
             self._executor.shutdown(wait=True)
             if self.servicer is not None:
                 self.servicer.close()
+            self.metrics.stop()
             self._closed.set()
 
         threading.Thread(target=close, name="styletrain-shutdown", daemon=True).start()
@@ -247,7 +259,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
         config.models_dir = models_dir
     registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,
                                          backend=config.backend, device=config.device, precision=config.precision)
-    servicer = StyleTransferServicer(registry, config)
+    metrics = ServerMetrics(registry.models, host=host_of(address), port=config.metrics_port)
+    servicer = StyleTransferServicer(registry, config, metrics)
     # Enough threads that health checks and rejections never wait behind inference and streams: a
     # call waiting in a batch queue holds a slot, so at most `max_concurrent` threads wait on inference.
     workers = servicer.max_concurrent + config.max_streams + 4
@@ -256,6 +269,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     if config.token:
         interceptors.insert(0, security.TokenAuthInterceptor(config.token))
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")
+    interceptors.insert(0, metrics.interceptor())  # outermost: it counts refused calls too
     server = grpc.server(executor, options=config.channel_options(), maximum_concurrent_rpcs=16 * workers,
                          interceptors=interceptors)
     pb_grpc.add_StyleTransferServiceServicer_to_server(servicer, server)
@@ -272,7 +286,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
         executor.shutdown(wait=False)
         servicer.close()
         raise
-    return StyleServer(server, executor, registry, health_servicer, config, draining, servicer), port
+    return StyleServer(server, executor, registry, health_servicer, config, draining, servicer, metrics), port
 
 
 def serve(address: str = "127.0.0.1:50051", config: ServerConfig | None = None) -> None:

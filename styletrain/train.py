@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
 from styletrain.checkpoint import load_transformer, read_checkpoint
@@ -24,7 +24,8 @@ MAX_GRID_STYLES = 8
 
 class SampleGrid(Callback):
     """After each validation, write ``samples/step_NNNNNN.png``: the fixed validation photos
-    (first column) and their stylizations, one column per style (at most 8)."""
+    (first column) and their stylizations, one column per style (at most 8). The same grid goes
+    to TensorBoard as the image ``samples`` when the trainer has a ``TensorBoardLogger``."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -43,9 +44,12 @@ class SampleGrid(Callback):
             weights[:, index] = 1
             columns.append(net(photos, weights).float())
         net.train(was_training)
-        grid = torch.stack(columns, dim=1).flatten(0, 1)
+        grid = make_grid(torch.stack(columns, dim=1).flatten(0, 1), nrow=len(columns), padding=2)
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_image(make_grid(grid, nrow=len(columns), padding=2), self.folder / f"step_{trainer.global_step:06d}.png")
+        save_image(grid, self.folder / f"step_{trainer.global_step:06d}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid.clamp(0, 1).cpu(), global_step=trainer.global_step)
 
 
 @dataclass
@@ -106,7 +110,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         strategy=options.strategy,
         precision=options.precision or default_precision(options.accelerator),
         gradient_clip_val=options.gradient_clip_val,
-        logger=CSVLogger(out, name="logs"),
+        logger=loggers(out),
         callbacks=[
             ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
                             every_n_train_steps=options.checkpoint_every),
@@ -123,6 +127,17 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     trainer.save_checkpoint(last)
     return last
 
+
+def loggers(out: Path) -> list[Logger]:
+    """CSV and TensorBoard logs of the same run in one folder, ``out/logs/version_N/``
+    (``metrics.csv`` and ``events.out.tfevents.*``); without ``tensorboard`` installed, CSV only."""
+    csv = CSVLogger(out, name="logs")
+    try:
+        tensorboard = TensorBoardLogger(out, name="logs", version=csv.version, default_hp_metric=False)
+    except ModuleNotFoundError:  # Lightning needs tensorboard or tensorboardX for it
+        log.warning("no TensorBoard logs: `pip install tensorboard` to get them; CSV logs only")
+        return [csv]
+    return [csv, tensorboard]
 
 
 def _load_weights(module: StyleTransferModule, path: str | Path) -> None:

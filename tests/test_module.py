@@ -82,6 +82,25 @@ def test_multi_style_training_teaches_every_style(tmp_path, photos):
             for name in ("loss", "content_loss", "style_loss", "tv_loss")} <= columns
 
 
+def test_tensorboard_gets_the_loss_terms_and_the_sample_grid(tmp_path, photos):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                            reason="needs tensorboard (a styletrain dependency)")
+    styles = write_images(tmp_path / "styles", 2, seed=4)
+    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    fit(module, data, tmp_path / "run", quick(3))
+    (version,) = (tmp_path / "run" / "logs").iterdir()
+    assert (version / "metrics.csv").is_file() and list(version.glob("events.out.tfevents.*"))
+    events = event_accumulator.EventAccumulator(str(version))
+    events.Reload()
+    tags = events.Tags()
+    assert {f"{stage}/{name}" for stage in ("train", "val")
+            for name in ("loss", "content_loss", "style_loss", "tv_loss")} <= set(tags["scalars"])
+    assert events.Scalars("train/loss") and events.Scalars("val/style_loss")
+    (image,) = events.Images("samples")
+    assert image.step == 3 and image.width > image.height > 32  # photos + 2 styles side by side
+
+
 def test_adding_a_style_keeps_old_styles_bit_identical(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 3, seed=3)
     data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731

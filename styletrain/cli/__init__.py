@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint to one self-contained, parity-checked .onnx file"),
     "serve": ("serve", "serve exported .onnx models over gRPC (onnxruntime, or torch on CUDA)"),
     "client": ("client", "talk to a styletrain gRPC server: list styles, stylize an image"),
+    "demo": ("demo", "a browser page for a running server: photo or webcam, model, style weight sliders"),
 }
 
 
