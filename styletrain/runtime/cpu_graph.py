@@ -239,5 +239,5 @@ def rewrite_for_cpu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, RewriteRep
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)
     onnx.checker.check_model(out)
-    log.info("CPU rewrite: %s", report)
+    log.debug("CPU rewrite: %s", report)
     return out, report
