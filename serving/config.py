@@ -34,6 +34,8 @@ class ServerConfig:
     """Seconds in-flight calls get to finish on shutdown."""
     providers: list[str] | None = None
     """onnxruntime providers (None: CUDA first when available, else CPU)."""
+    variant: str = "auto"
+    """Which file of each model runs: fp32 ``NAME.onnx`` or ``NAME.int8.onnx`` (``styletrain.runtime.variants``)."""
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -59,11 +61,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=d.grace,
                    help=f"seconds in-flight calls get to finish after SIGTERM (default {d.grace:g})")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when CUDA is available")
+    p.add_argument("--variant", default=d.variant, choices=["auto", "fp32", "int8", "measure"],
+                   help="run each model's fp32 NAME.onnx or its NAME.int8.onnx (auto, the default: int8 where "
+                        "the file exists and this CPU runs it faster; measure: time both at start-up)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     """The address to bind and the ``ServerConfig`` that ``add_arguments``'s options describe."""
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
-                          grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None)
+                          grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None,
+                          variant=args.variant)
     return f"{args.host}:{args.port}", config

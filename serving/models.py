@@ -2,6 +2,8 @@
 
 Every ``*.onnx`` file in the models folder is loaded once as a ``styletrain.runtime`` stylizer
 (one onnxruntime session each) and named after its file (``multistyle.onnx`` -> ``multistyle``).
+Variant files beside a model (``multistyle.int8.onnx``) are not models of their own: the
+``variant`` setting decides which of the files runs (``styletrain.runtime.variants``).
 Style names may repeat across models (a 13-style net and a single-style ``mosaic.onnx`` can both
 hold ``mosaic``), so a request either names its model or the server picks one with
 ``ModelRegistry.select``.
@@ -44,20 +46,23 @@ class ModelRegistry:
 
     @classmethod
     def from_folder(cls, folder: str | Path, *, providers: Sequence[str] | None = None,
-                    threads: int | None = None) -> ModelRegistry:
-        """Load every ``*.onnx`` in ``folder``; raises ``UserError`` if there are none."""
+                    threads: int | None = None, variant: str = "auto") -> ModelRegistry:
+        """Load every ``*.onnx`` in ``folder`` but variant files; raises ``UserError`` if there are none."""
+        from styletrain.runtime.variants import variant_files
+
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"models folder not found: {folder}")
-        paths = sorted(folder.glob("*.onnx"))
+        paths = list(variant_files(folder))
         if not paths:
             raise UserError(f"no .onnx models in {folder.resolve()}; export some with "
                             "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
         for path in paths:
             models[path.stem] = load_stylizer(path, backend="onnxruntime", providers=providers,
-                                              threads=threads)
-            log.info("loaded model %s: %s", path.stem, ", ".join(models[path.stem].style_names))
+                                              threads=threads, variant=variant)
+            log.info("loaded model %s (%s): %s", path.stem, getattr(models[path.stem], "variant", "fp32"),
+                     ", ".join(models[path.stem].style_names))
         return cls(models)
 
     def select(self, *, model: str = "", style: str = "", blend: Mapping[str, float] | None = None) -> Selection:

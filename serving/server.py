@@ -171,7 +171,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     config = config or ServerConfig()
     if models_dir is not None:
         config.models_dir = models_dir
-    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads)
+    registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,
+                                         variant=config.variant)
     # Enough threads that health checks and rejections never wait behind inference and streams.
     workers = config.max_concurrent + config.max_streams + 4
     executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="styletrain-rpc")

@@ -14,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     choice.add_argument("--style", metavar="NAME", help="style to apply (a multi-style model needs one of these)")
     choice.add_argument("--blend", metavar="NAME=W,...", help="mix of styles by weight, e.g. candy=0.7,mosaic=0.3")
     p.add_argument("--max-side", type=int, help="shrink the input so its longer side is at most this")
+    p.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "measure", "bf16"],
+                   help="which variant runs: for NAME.onnx fp32 or NAME.int8.onnx (auto: int8 where it exists "
+                        "and this CPU runs it faster); for a .ckpt fp32 or bf16 (auto: bf16 on bf16 CPUs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.styles import parse_blend, style_weights
 
     check_output_path(args.output)
-    stylizer = load_stylizer(args.checkpoint)
+    stylizer = load_stylizer(args.checkpoint, variant=args.variant)
     weights = style_weights(stylizer.style_names, style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None)
     image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side)
