@@ -272,6 +272,7 @@ def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int) -> dict
             fn()
         for _ in range(repeats):
             for name, fn in fns.items():
+                time.sleep(0.05)  # let the last backend's spinning worker threads (OpenMP, onnxruntime) go idle
                 start = time.perf_counter()
                 fn()
                 out[name].append((time.perf_counter() - start) * 1000)
