@@ -215,7 +215,9 @@ def quantize_model(
     conditional = WEIGHTS in {i.name for i in model.graph.input}
     photos = calibration_photos(calibration_dir, count)
     feeds = calibration_feeds(photos[:count], side, len(metadata["style_names"]), conditional)
-    held_out = calibration_feeds(photos[count:], side, len(metadata["style_names"]), conditional) or feeds[:CHECK_COUNT]
+    held_out = calibration_feeds(photos[count:], side, len(metadata["style_names"]), conditional)
+    checked_on = "held-out photos" if held_out else "calibration photos (no others in the folder)"
+    held_out = held_out or feeds[:CHECK_COUNT]
     log.info("calibrating %s on %d photos from %s at %d px", source.name, len(feeds), calibration_dir, side)
 
     equalized, n_equalized = equalize_channels(model, feeds)
@@ -245,17 +247,17 @@ def quantize_model(
         "rewrites": dict(report.counts),
         "calibration": {"dir": str(calibration_dir), "photos": len(feeds), "side": side, "method": "minmax",
                         "weights": "int8 symmetric per channel", "activations": "uint8 per tensor"},
-        "check": {"photos": len(held_out), "side": side, "mean_abs_diff_255": float(np.mean(diffs))},
+        "check": {"photos": len(held_out), "of": checked_on, "side": side, "mean_abs_diff_255": float(np.mean(diffs))},
     }
-    _set_metadata(result, {**metadata, "variant": variant})
+    set_metadata(result, {**metadata, "variant": variant})
     onnx.checker.check_model(result)
     _write(result, output)
-    log.info("wrote %s: %d int8 convs, mean |diff| vs fp32 %.2f / 255 on %d held-out photos",
-             output, len(chosen), variant["check"]["mean_abs_diff_255"], len(held_out))
+    log.info("wrote %s: %d int8 convs, mean |diff| vs fp32 %.2f / 255 on %d %s",
+             output, len(chosen), variant["check"]["mean_abs_diff_255"], len(held_out), checked_on)
     return output
 
 
-def _set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     """Replace the styletrain metadata entry (and drop the quantiser's bookkeeping entries)."""
     props = [p for p in model.metadata_props if p.key != METADATA_KEY and not p.key.startswith("onnx.")]
     del model.metadata_props[:]

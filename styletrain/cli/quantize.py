@@ -46,5 +46,5 @@ def write_int8(model: str, output: str | None, args: argparse.Namespace) -> int:
     variant = read_metadata(load_model(path))["variant"]
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; {variant['quantized_convs']} int8 convs; "
           f"mean |diff| vs fp32 {variant['check']['mean_abs_diff_255']:.2f}/255 on {variant['check']['photos']} "
-          f"held-out photos)")
+          f"{variant['check']['of']})")
     return 0

@@ -5,9 +5,10 @@ A model ``NAME.onnx`` (fp32, what ``styletrain export`` writes) may have variant
 picks one:
 
 - ``fp32`` / ``int8``: that file (int8 only on the CPU provider);
-- ``auto`` (default): int8 when its file exists, the session runs on the CPU provider and the CPU
-  is one where onnxruntime's int8 convs were measured faster than fp32 (``int8_is_faster``);
-  fp32 otherwise: on CUDA, on CPUs without AVX2 (and on Arm, not measured), or when asked;
+- ``auto`` (default): int8 when its file exists and was made from this ``NAME.onnx`` (its
+  metadata records the fp32 file's sha256), the session runs on the CPU provider and the CPU is
+  one where onnxruntime's int8 convs were measured faster than fp32 (``int8_is_faster``); fp32
+  otherwise: on CUDA, on CPUs without AVX2 (and on Arm, not measured), or when asked;
 - ``measure``: time both on a small image at load and keep the faster (costs about a second).
 
 CPU facts come from ``/proc/cpuinfo`` (Linux; elsewhere none are known and fp32 is chosen). Torch-free.
@@ -15,6 +16,7 @@ CPU facts come from ``/proc/cpuinfo`` (Linux; elsewhere none are known and fp32 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import re
@@ -152,6 +154,10 @@ def choose_variant(model: str | Path, requested: str = "auto", *, providers: Seq
         return Choice(int8, "int8", "asked for")
     if not int8.is_file():
         return Choice(model, "fp32", f"no {int8.name}")
+    if not made_from(int8, model):
+        log.warning("%s was not made from this %s (re-exported since?); running fp32. Re-run `styletrain quantize`",
+                    int8.name, model.name)
+        return Choice(model, "fp32", f"{int8.name} was made from another {model.name}")
     if not on_cpu:
         return Choice(model, "fp32", f"int8 runs on the CPU provider only; providers are {list(providers)}")
     if requested == "measure":
@@ -164,6 +170,14 @@ def choose_variant(model: str | Path, requested: str = "auto", *, providers: Seq
     if int8_is_faster(facts):
         return Choice(int8, "int8", f"CPU with AVX2{' and VNNI' if facts.vnni else ''}: int8 is faster")
     return Choice(model, "fp32", f"int8 not known to be faster on this CPU ({facts.model}, {facts.machine})")
+
+
+def made_from(variant: Path, model: Path) -> bool:
+    """Whether the variant file records ``model``'s current bytes as its source (sha256)."""
+    from styletrain.runtime.onnx_backend import load_model, read_metadata
+
+    recorded = read_metadata(load_model(variant)).get("variant", {}).get("source_sha256")
+    return recorded == hashlib.sha256(model.read_bytes()).hexdigest()
 
 
 def _time_one_run(path: Path, side: int = 256, runs: int = 3) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 
 from serving.models import ModelRegistry
 from styletrain.errors import UserError
+from styletrain.quantize import set_metadata
 from styletrain.runtime import load_stylizer
+from styletrain.runtime.onnx_backend import load_model, read_metadata
 from styletrain.runtime.torch_backend import TorchStylizer, choose_precision
 from styletrain.runtime.variants import (CpuFacts, choose_variant, int8_is_faster, is_variant_file, parse_cpuinfo,
                                          variant_files, variant_path)
@@ -60,9 +63,13 @@ def test_int8_only_where_measured_faster() -> None:
 
 @pytest.fixture
 def pair(onnx_models: dict[str, Path], tmp_path: Path) -> Path:
-    """``mosaic.onnx`` with a ``mosaic.int8.onnx`` beside it (a copy of the fp32 file: only names matter here)."""
+    """``mosaic.onnx`` with a ``mosaic.int8.onnx`` beside it: the fp32 graph labelled as its int8
+    variant (only the names and the metadata matter here; ``test_quantize`` makes real ones)."""
     model = Path(shutil.copy(onnx_models["single"], tmp_path / "mosaic.onnx"))
-    shutil.copy(model, variant_path(model, "int8"))
+    fake = load_model(model)
+    variant = {"name": "int8", "source": model.name, "source_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    set_metadata(fake, {**read_metadata(fake), "variant": variant})
+    variant_path(model, "int8").write_bytes(fake.SerializeToString())
     return model
 
 
@@ -78,6 +85,15 @@ def test_auto_picks_int8_on_avx2_and_falls_back_to_fp32(pair: Path) -> None:
     assert choose_variant(pair, "fp32", facts=_facts(EPYC_AVX2)).path == pair
     int8.unlink()
     assert choose_variant(pair, facts=_facts(SAPPHIRE_RAPIDS)).reason == "no mosaic.int8.onnx"
+
+
+def test_a_stale_int8_file_is_not_used(pair: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = load_model(pair)
+    model.doc_string = "re-exported"
+    pair.write_bytes(model.SerializeToString())
+    chosen = choose_variant(pair, facts=_facts(EPYC_AVX2))
+    assert (chosen.variant, chosen.reason) == ("fp32", "mosaic.int8.onnx was made from another mosaic.onnx")
+    assert "Re-run `styletrain quantize`" in caplog.text
 
 
 def test_measure_keeps_the_faster_file(pair: Path) -> None:
