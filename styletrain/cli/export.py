@@ -24,10 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from styletrain.errors import UserError
     from styletrain.export import export_onnx
+    from styletrain.runtime.onnx_backend import load_model, read_metadata
 
     if args.quantize and not args.calibration_dir:
         raise UserError("--quantize int8 needs --calibration-dir DIR (photos to calibrate on, e.g. the training photos)")
-    from styletrain.runtime.onnx_backend import load_model, read_metadata
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
