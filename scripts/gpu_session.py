@@ -156,7 +156,6 @@ def check() -> None:
     import torchvision
 
     import styletrain.cli.train  # noqa: F401  (the training command's imports)
-    import styletrain.module  # noqa: F401
     from styletrain.train import default_precision
 
     cuda = torch.cuda.is_available()

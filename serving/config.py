@@ -102,6 +102,8 @@ class ServerConfig:
         largest = self.batch_size_for(device)
         batches = sorted({*(2 ** i for i in range(largest.bit_length()) if 2 ** i <= largest), largest})
         return [(batch, height, width) for width, height in self.warm_sizes for batch in batches]
+    variant: str = "auto"
+    """Which file of each model runs: fp32 ``NAME.onnx`` or ``NAME.int8.onnx`` (``styletrain.runtime.variants``)."""
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -158,6 +160,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-window", type=_bounded(int, 1),
                    help=f"frames of one stream in flight, replies in order (default {BATCHED_STREAM_WINDOW} "
                         "with batching, else 1)")
+    p.add_argument("--variant", default=d.variant, choices=["auto", "fp32", "int8", "measure"],
+                   help="run each model's fp32 NAME.onnx or its NAME.int8.onnx (auto, the default: int8 where "
+                        "the file exists and this CPU runs it faster; measure: time both at start-up)")
     p.add_argument("--warm-sizes", type=_size, nargs="+", default=[], metavar="WxH",
                    help="torch on CUDA: sizes whose CUDA graphs are captured at start, e.g. 1280x720 512x512")
 
@@ -202,4 +207,5 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     config.tls_cert, config.tls_key, config.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
     config.token = read_token(args.token_file)
     config.metrics_port = args.metrics_port
+    config.variant = args.variant
     return f"{args.host}:{args.port}", config

@@ -4,6 +4,8 @@ Every ``*.onnx`` file in the models folder is loaded once as a ``styletrain.runt
 and named after its file (``multistyle.onnx`` -> ``multistyle``). ``choose_backend`` decides what
 runs it: onnxruntime (one session), or torch on the slim checkpoint ``NAME.ckpt`` next to it (on
 CUDA with float16, channels_last and CUDA graphs), checked against the ``.onnx`` at load.
+Variant files beside a model (``multistyle.int8.onnx``) are not models of their own: the
+``variant`` setting decides which of the files runs (``styletrain.runtime.variants``).
 Style names may repeat across models (a 13-style net and a single-style ``mosaic.onnx`` can both
 hold ``mosaic``), so a request either names its model or the server picks one with
 ``ModelRegistry.select``.
@@ -74,7 +76,7 @@ def choose_backend(onnx_path: str | Path, backend: str = "auto", *, device: str 
 
 def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | None = None,
                providers: Sequence[str] | None = None, threads: int | None = None,
-               precision: str | None = None, check: bool = True) -> Stylizer:
+               precision: str | None = None, variant: str = "auto", check: bool = True) -> Stylizer:
     """The stylizer ``choose_backend`` picks for an exported model; a torch one is checked against the
     ``.onnx`` (``styletrain.runtime.parity``: within 1e-4 in float32, 2/255 in reduced precision)."""
     onnx_path = Path(onnx_path)
@@ -83,7 +85,7 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
         if precision not in (None, "float32"):
             raise UserError(f"--precision {precision} is a torch setting; {onnx_path.name} runs on onnxruntime")
         return load_stylizer(onnx_path, backend="onnxruntime", threads=threads,
-                             providers=list(providers) if providers else None)
+                             providers=list(providers) if providers else None, variant=variant)
     stylizer = load_stylizer(onnx_path.with_suffix(".ckpt"), backend="torch", device=device, precision=precision)
     if check and importlib.util.find_spec("onnxruntime") is None:
         log.warning("%s: not checked against its .onnx (onnxruntime is not installed)", onnx_path.stem)
@@ -91,7 +93,7 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
         from styletrain.runtime.parity import check_parity
 
         reference = load_stylizer(onnx_path, backend="onnxruntime", providers=["CPUExecutionProvider"],
-                                  threads=threads)
+                                  threads=threads, variant="fp32")
         difference = check_parity(stylizer, reference, what=onnx_path.stem)
         log.info("%s on torch:%s (%s) matches its .onnx within %.2g", onnx_path.stem, stylizer.device,
                  getattr(stylizer, "precision", "float32"), difference)
@@ -107,19 +109,23 @@ class ModelRegistry:
     @classmethod
     def from_folder(cls, folder: str | Path, *, providers: Sequence[str] | None = None,
                     threads: int | None = None, backend: str = "auto", device: str | None = None,
-                    precision: str | None = None) -> ModelRegistry:
-        """Load every ``*.onnx`` in ``folder`` (``load_model``); raises ``UserError`` if there are none."""
+                    precision: str | None = None, variant: str = "auto") -> ModelRegistry:
+        """Load every ``*.onnx`` in ``folder`` but variant files (``load_model``); raises ``UserError``
+        if there are none."""
+        from styletrain.runtime.variants import variant_files
+
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"models folder not found: {folder}")
-        paths = sorted(folder.glob("*.onnx"))
+        paths = list(variant_files(folder))
         if not paths:
             raise UserError(f"no .onnx models in {folder.resolve()}; export some with "
                             "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
         for path in paths:
             models[path.stem] = load_model(path, backend=backend, device=device, providers=providers,
-                                           threads=threads, precision=precision)
+                                           threads=threads, precision=precision,
+                                           variant=variant)
             log.info("loaded model %s on %s (%s): %s", path.stem, models[path.stem].backend,
                      models[path.stem].device, ", ".join(models[path.stem].style_names))
         return cls(models)

@@ -258,7 +258,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     if models_dir is not None:
         config.models_dir = models_dir
     registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,
-                                         backend=config.backend, device=config.device, precision=config.precision)
+                                         backend=config.backend, device=config.device, precision=config.precision,
+                                         variant=config.variant)
     metrics = ServerMetrics(registry.models, host=host_of(address), port=config.metrics_port)
     servicer = StyleTransferServicer(registry, config, metrics)
     # Enough threads that health checks and rejections never wait behind inference and streams: a

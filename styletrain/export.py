@@ -131,13 +131,14 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
                  sizes: Iterable[tuple[int, int, int]] = PARITY_SIZES, seed: int = 0) -> float:
     """Compare onnxruntime with the torch ``net`` on random images, for every style and a blend.
 
-    Each size runs one batch holding every one-hot style row and a random blend. Returns the
-    largest absolute difference; raises ``ExportError`` above ``tolerance``.
+    Each size runs one batch holding every one-hot style row and a random blend, through the graph
+    as written and through its CPU rewrite (``styletrain.runtime.cpu_graph``, what the CPU
+    provider runs). Returns the largest absolute difference; raises ``ExportError`` above ``tolerance``.
     """
     from styletrain.runtime.torch_backend import TorchStylizer
 
-    stylizer = OnnxStylizer(model_path, providers=[CPU])
-    reference = TorchStylizer(net, stylizer.metadata)
+    stylizers = [OnnxStylizer(model_path, providers=[CPU], cpu_rewrite=rewrite) for rewrite in (False, True)]
+    reference = TorchStylizer(net, stylizers[0].metadata)
     rng = np.random.default_rng(seed)
     n = net.num_styles
     rows = np.eye(n, dtype=np.float32)
@@ -151,14 +152,15 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
         x = np.repeat(images, len(rows), axis=0)
         w = np.tile(rows, (batch, 1))
         expected = reference.run(x, w)
-        got = stylizer.run(x, w)
-        if got.shape != expected.shape:
-            raise ExportError(f"onnx output shape {got.shape} != torch {expected.shape} at {height}x{width}")
-        diff = float(np.abs(got - expected).max())
-        worst = max(worst, diff)
-        if not diff <= tolerance:
-            raise ExportError(f"onnxruntime differs from torch by {diff:.3g} (> tolerance {tolerance:g}) "
-                              f"at batch {batch}, {height}x{width}; the export is wrong")
+        for stylizer, graph in zip(stylizers, ("graph", "CPU-rewritten graph")):
+            got = stylizer.run(x, w)
+            if got.shape != expected.shape:
+                raise ExportError(f"onnx output shape {got.shape} != torch {expected.shape} at {height}x{width}")
+            diff = float(np.abs(got - expected).max())
+            worst = max(worst, diff)
+            if not diff <= tolerance:
+                raise ExportError(f"onnxruntime ({graph}) differs from torch by {diff:.3g} (> tolerance "
+                                  f"{tolerance:g}) at batch {batch}, {height}x{width}; the export is wrong")
     log.info("parity vs torch: max |diff| %.3g over %d styles%s", worst, n, " and a blend" if n > 1 else "")
     return worst
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attribute": ("attribute", "which pixels drive a VGG channel, a classifier class or a fast net's output"),
     "evaluate": ("evaluate", "score a trained net against the Gatys optimum under its own loss settings"),
     "export": ("export", "export a checkpoint to one self-contained, parity-checked .onnx file"),
+    "quantize": ("quantize", "write the int8 variant NAME.int8.onnx of an export, calibrated on photos"),
     "serve": ("serve", "serve exported .onnx models over gRPC (onnxruntime, or torch on CUDA)"),
     "client": ("client", "talk to a styletrain gRPC server: list styles, stylize an image"),
     "demo": ("demo", "a browser page for a running server: photo or webcam, model, style weight sliders"),

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "exists, else $STYLETRAIN_VGG_WEIGHTS, else torchvision's)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--variant", action="append", metavar="MODEL", default=[],
+                   help="also score this export of the same net (e.g. NAME.int8.onnx, run as it is on the CPU), "
+                        "or 'bf16' for the checkpoint under bf16 autocast; repeat for several")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     photos = list_images(args.content_dir)[: args.limit]
     rows = evaluate(args.checkpoint, photos, styles=args.style, steps=args.steps, size=args.size,
                     style_dir=args.style_dir, weights=args.vgg_weights, device=args.device,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, variants=load_variants(args.checkpoint, args.variant))
     print(format_table(rows))
     if args.json:
         path = Path(args.json)
@@ -49,3 +52,24 @@ def run(args: argparse.Namespace) -> int:
         grid(rows).save(args.grid)
         print(f"wrote {args.grid}")
     return 0
+
+
+def load_variants(checkpoint: str, specs: list[str]) -> dict:
+    """``--variant`` values as stylizers by name: ``bf16`` (torch), or an .onnx file run as it is on the CPU."""
+    from pathlib import Path
+
+    from styletrain.errors import UserError
+
+    variants = {}
+    for spec in specs:
+        if spec == "bf16":
+            from styletrain.runtime.torch_backend import TorchStylizer
+
+            variants[spec] = TorchStylizer.from_checkpoint(checkpoint, precision="bfloat16")
+        elif spec.lower().endswith(".onnx"):
+            from styletrain.runtime.onnx_backend import CPU, OnnxStylizer
+
+            variants[Path(spec).name] = OnnxStylizer(spec, providers=[CPU])
+        else:
+            raise UserError(f"--variant takes an .onnx file or 'bf16'; got {spec!r}")
+    return variants

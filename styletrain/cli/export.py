@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from styletrain.cli.quantize import add_quantize_options, write_int8
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Defaults live in styletrain.export (not imported here: it pulls in onnx, ~1 s).
@@ -13,11 +15,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float,
                    help="largest allowed |onnxruntime - torch| on the [0, 1] output (default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="also write NAME.int8.onnx beside the output (needs --calibration-dir; "
+                        "served on CPUs where it is faster, see `styletrain serve --variant`)")
+    add_quantize_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from styletrain.errors import UserError
     from styletrain.export import export_onnx
     from styletrain.runtime.onnx_backend import load_model, read_metadata
+
+    if args.quantize and not args.calibration_dir:
+        raise UserError("--quantize int8 needs --calibration-dir DIR (photos to calibrate on, e.g. the training photos)")
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
@@ -25,4 +35,6 @@ def run(args: argparse.Namespace) -> int:
     parity = (meta.export or {}).get("parity_max_abs_diff")
     checked = f"parity max |diff| {parity:.2g}" if parity is not None else "parity not checked"
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; styles: {', '.join(meta.style_names)}; {checked})")
+    if args.quantize:
+        return write_int8(str(path), None, args)
     return 0

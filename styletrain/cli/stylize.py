@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "identity row where it has one, else blends pixels with the input")
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours: take only the "
                    "luminance of the stylized image (Gatys et al. 2016)")
+    p.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "measure", "bf16"],
+                   help="which variant runs: for NAME.onnx fp32 or NAME.int8.onnx (auto: int8 where it exists "
+                        "and this CPU runs it faster); for a .ckpt fp32 or bf16 (auto: bf16 on bf16 CPUs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.styles import parse_blend, style_weights
 
     check_output_path(args.output)
-    stylizer = load_stylizer(args.checkpoint)
+    stylizer = load_stylizer(args.checkpoint, variant=args.variant)
     weights = style_weights(stylizer.style_names, style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None)
     image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side,

@@ -4,13 +4,18 @@ For each photo and style, the fast net's output and a Gatys optimisation from th
 are scored with the checkpoint's own loss settings (layers, weights, style images and scale); the
 ratio fast / Gatys says how close the net comes to the optimisation it approximates (1 = as good;
 with few L-BFGS steps the "optimum" is loose, so compare ratios at equal ``steps`` and ``size``).
+
+``variants`` scores other runtimes of the same net on the same photos, styles and loss (e.g. the
+int8 ``NAME.int8.onnx`` or bf16 torch): each row then also holds each variant's losses, its
+ratio to the same Gatys result, and its mean |difference| from the fast net's output (0-255).
+The Gatys run is shared, so the variant's ratio over the fast ratio is exactly its loss change.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from styletrain.losses import LossConfig, PerceptualLoss
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.reference import objectives
 from styletrain.reference.optimize import optimize
+from styletrain.runtime.base import Stylizer
 from styletrain.styles import style_name
 from styletrain.vgg import WeightsSpec
 
@@ -46,10 +52,14 @@ class EvalRow:
     gatys_seconds: float
     images: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
     """content, fast and gatys images (1, 3, H, W), for the grid."""
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per variant name: its loss terms, ``ratio`` (its total / Gatys total) and ``mean_abs_diff``
+    (mean |variant - fast| on the 0-255 scale, after rounding both to 8-bit pixels)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"photo": self.photo, "style": self.style, "fast": self.fast, "gatys": self.gatys,
-                "ratio": self.ratio, "gatys_seconds": self.gatys_seconds}
+        out = {"photo": self.photo, "style": self.style, "fast": self.fast, "gatys": self.gatys,
+               "ratio": self.ratio, "gatys_seconds": self.gatys_seconds}
+        return out | ({"variants": self.variants} if self.variants else {})
 
 
 def loss_config(meta: ModelMetadata) -> LossConfig:
@@ -87,9 +97,13 @@ def evaluate(
     weights: WeightsSpec = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    variants: Mapping[str, Stylizer] | None = None,
 ) -> list[EvalRow]:
     """Score the checkpoint's fast net against Gatys (L-BFGS from the photo, ``steps`` iterations)
-    on each photo (longer side at most ``size``) and style (default: all of the checkpoint's)."""
+    on each photo (longer side at most ``size``) and style (default: all of the checkpoint's).
+
+    ``variants`` (name -> a ``Stylizer`` of the same net, e.g. an int8 export) are scored too.
+    """
     net, meta = load_transformer(checkpoint)
     names = meta.style_names
     chosen = list(styles) if styles else names
@@ -122,16 +136,33 @@ def evaluate(
             with torch.no_grad():
                 fast = net(content, net_w)
                 fast_losses = loss(fast, loss_w, content_features=content_features).as_floats()
+                scored = {}
+                for variant, stylizer in (variants or {}).items():
+                    out = torch.from_numpy(stylizer.run(content.cpu().numpy(), net_w[0].cpu().numpy())).to(device)
+                    scored[variant] = loss(out, loss_w, content_features=content_features).as_floats()
+                    scored[variant]["mean_abs_diff"] = _mean_abs_diff(out, fast)
             start = time.perf_counter()
             result = optimize(content, objectives.style_transfer(loss, loss_w, content_features), steps=steps,
                               method="lbfgs", progress=progress, desc=f"gatys {Path(photo).stem}/{name}")
             seconds = time.perf_counter() - start
-            ratio = fast_losses["total"] / result.losses["total"] if result.losses["total"] > 0 else float("inf")
+            gatys_total = result.losses["total"]
+            ratio = fast_losses["total"] / gatys_total if gatys_total > 0 else float("inf")
+            for terms in scored.values():
+                terms["ratio"] = terms["total"] / gatys_total if gatys_total > 0 else float("inf")
             rows.append(EvalRow(str(photo), name, fast_losses, dict(result.losses), ratio, seconds,
-                                {"content": content.cpu(), "fast": fast.cpu(), "gatys": result.image.cpu()}))
+                                {"content": content.cpu(), "fast": fast.cpu(), "gatys": result.image.cpu()},
+                                scored))
             log.info("%s / %s: fast %.4g, gatys %.4g, ratio %.3f (%.1f s)", Path(photo).name, name,
                      fast_losses["total"], result.losses["total"], ratio, seconds)
     return rows
+
+
+def _mean_abs_diff(a: Tensor, b: Tensor) -> float:
+    """Mean |a - b| of two [0, 1] images on the 0-255 scale, both rounded to 8-bit pixels first."""
+    def pixels(x: Tensor) -> Tensor:
+        return (x.float().nan_to_num(0.0).clamp(0.0, 1.0) * 255.0 + 0.5).floor()
+
+    return float((pixels(a) - pixels(b)).abs().mean())
 
 
 def format_table(rows: Sequence[EvalRow]) -> str:
@@ -145,6 +176,10 @@ def format_table(rows: Sequence[EvalRow]) -> str:
         lines.append(f"{Path(r.photo).name[:24]:<24} {r.style[:22]:<22} {r.fast['total']:>11.4g} "
                      f"{r.gatys['total']:>11.4g} {r.ratio:>7.3f}" +
                      "".join(f" {r.fast[name]:>{width}.4g}" for name, (_, width) in zip(names, columns)))
+        for variant, v in r.variants.items():
+            lines.append(f"{'':<24} {'  ' + variant[:20]:<22} {v['total']:>11.4g} {'':>11} {v['ratio']:>7.3f}" +
+                         "".join(f" {v[name]:>{width}.4g}" for name, (_, width) in zip(names, columns)) +
+                         f"  x{v['total'] / r.fast['total']:.4f} of fast, mean |diff| {v['mean_abs_diff']:.2f}/255")
     return "\n".join(lines)
 
 

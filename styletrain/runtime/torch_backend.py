@@ -40,6 +40,7 @@ from styletrain.checkpoint import load_transformer
 from styletrain.errors import UserError
 from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunOptions, Stylizer, batch_weights
+from styletrain.runtime.variants import CpuFacts, cpu_facts
 from styletrain.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ def _device_lock(device: torch.device) -> threading.Lock:
     """One lock per CUDA device, shared by the stylizers on it."""
     with _device_locks_guard:
         return _device_locks.setdefault(device, threading.Lock())
+
+
+def default_precision(device: torch.device, facts: CpuFacts | None = None) -> str:
+    """float16 on CUDA; on the CPU bfloat16 where it has native bf16 arithmetic (AVX512-BF16 or
+    AMX-BF16: oneDNN's bf16 convs are faster there, ``docs/cpu.md``), else float32 (emulated bf16
+    is slower than fp32)."""
+    if device.type == "cuda":
+        return DEFAULT_CUDA_PRECISION
+    return "bfloat16" if (facts or cpu_facts()).bf16 else "float32"
 
 
 def batch_bucket(batch: int, limit: int) -> int:
@@ -132,7 +142,7 @@ class TorchStylizer(Stylizer):
         cuda = self._device.type == "cuda"
         if cuda and not torch.cuda.is_available():
             raise UserError("device 'cuda' was asked for but torch sees no CUDA device; use device 'cpu'")
-        precision = precision or (DEFAULT_CUDA_PRECISION if cuda else "float32")
+        precision = precision or default_precision(self._device)
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
         if cuda_graphs and not cuda:
@@ -140,7 +150,7 @@ class TorchStylizer(Stylizer):
         if max_graphs < 1 or max_graph_batch < 1:
             raise UserError(f"max_graphs and max_graph_batch must be at least 1; got {max_graphs} and {max_graph_batch}")
         self.precision = precision
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.channels_last = (cuda or precision == "bfloat16") if channels_last is None else channels_last
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
         self.compiled = compile
         self.max_graphs, self.max_graph_batch = max_graphs, max_graph_batch

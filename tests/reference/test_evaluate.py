@@ -65,3 +65,21 @@ def test_style_images_are_found_by_name(tmp_path) -> None:
     assert style_paths(moved, ["candy"], STYLES) == {"candy": STYLES / "candy.jpg"}
     with pytest.raises(UserError, match=r"unknown style\(s\) \['starry'\]"):
         evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["starry"], steps=0, weights=weights_path())
+
+
+def test_variants_are_scored_against_the_same_gatys_result(tmp_path, trained) -> None:
+    from styletrain.runtime.torch_backend import TorchStylizer
+
+    ckpt = save_transformer(*trained, tmp_path / "net.ckpt")
+    same = TorchStylizer.from_checkpoint(ckpt)
+    bf16 = TorchStylizer.from_checkpoint(ckpt, precision="bfloat16")
+    (row,) = evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["udnie"], steps=0, size=32, weights=weights_path(),
+                      variants={"same": same, "bf16": bf16})
+    assert set(row.variants) == {"same", "bf16"}
+    assert row.variants["same"]["total"] == pytest.approx(row.fast["total"], rel=1e-5)
+    assert row.variants["same"]["ratio"] == pytest.approx(row.ratio, rel=1e-5)
+    assert row.variants["same"]["mean_abs_diff"] == 0
+    assert row.variants["bf16"]["ratio"] == pytest.approx(row.variants["bf16"]["total"] / row.gatys["total"])
+    assert row.to_json()["variants"]["bf16"]["mean_abs_diff"] >= 0
+    table = format_table([row])
+    assert "same" in table and "x1.0000 of fast, mean |diff| 0.00/255" in table
