@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from serving.client import StyleClient, make_request
+from serving.client import make_request
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.models import ModelRegistry, choose_backend
 from serving.server import StyleServer
