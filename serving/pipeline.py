@@ -16,8 +16,8 @@ from PIL import Image
 
 from serving.models import ModelRegistry, Selection, UnknownModel
 from styletrain.errors import UserError
-from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
-from styletrain.runtime import RunCancelled, RunOptions
+from styletrain.images import encode_image, open_image, resize_max_side
+from styletrain.runtime import NonFiniteOutput, RunCancelled, RunOptions
 from styletrain.v1 import styletrain_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -76,20 +76,24 @@ def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None)
 
 
 def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
-    """Stylize ``image``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors."""
+    """Stylize ``image``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors.
+
+    The image goes in and comes out as uint8 pixels (``Stylizer.run_pixels``): large ones run in
+    stages, so memory grows by bytes per pixel, not hundreds (``styletrain.runtime.staged``).
+    """
     start = time.perf_counter()
     try:
-        output = selection.stylizer.run(image_to_array(image), selection.weights, options=options)
+        pixels = selection.stylizer.run_pixels(np.asarray(image), selection.weights, options=options)
+    except NonFiniteOutput:
+        log.error("model %s produced non-finite values", selection.name)
+        raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values") from None
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
         log.exception("inference failed on %s", selection.name)
         raise Failure(grpc.StatusCode.INTERNAL, f"inference failed: {exc}") from None
     run_ms = (time.perf_counter() - start) * 1000
-    if not np.isfinite(output).all():
-        log.error("model %s produced non-finite values", selection.name)
-        raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
-    return array_to_image(output), run_ms
+    return Image.fromarray(pixels), run_ms
 
 
 def encode(image: Image.Image, output: Output) -> bytes:

@@ -17,14 +17,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from styletrain.images import array_to_image, image_to_array
+from styletrain.images import array_to_image, array_to_pixels, image_to_array, pixels_to_array
 
 MIN_SIDE = 16
 """Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
+WHOLE_RUN_BYTES_PER_PIXEL = 600
+"""Peak memory of a whole-image run per pixel when a backend knows no better: a width-16 net on
+onnxruntime's CPU provider measured 430-570 (``benchmarks/RESULTS.md``, "Serving memory")."""
 
 
 class RunCancelled(RuntimeError):
     """A run was stopped, or not started, because its ``RunOptions`` were cancelled."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """A model produced NaN or infinite values (a broken model: reported, never turned into black pixels)."""
 
 
 @dataclass
@@ -91,6 +98,22 @@ class Stylizer(abc.ABC):
     def __call__(self, image: Image.Image, style_weights: np.ndarray) -> Image.Image:
         """Stylize one PIL image with (N,) style weights."""
         return array_to_image(self.run(image_to_array(image), style_weights))
+
+    def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
+                   options: RunOptions | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) RGB -> the stylized uint8 (H, W, 3), with (N,) weights: what the server runs.
+
+        Converted once each way. Backends that can run a large image in less memory override it
+        (``OnnxStylizer`` runs it in stages); ``memory_bytes`` says what a call costs.
+        """
+        output = self.run(pixels_to_array(pixels), style_weights, options=options)
+        if not np.isfinite(output).all():
+            raise NonFiniteOutput(f"{type(self).__name__} produced non-finite values")
+        return array_to_pixels(output)
+
+    def memory_bytes(self, height: int, width: int) -> int:
+        """Estimated peak memory (bytes) of ``run_pixels`` on a ``height`` x ``width`` image, model excluded."""
+        return height * width * WHOLE_RUN_BYTES_PER_PIXEL
 
     def warm_up(self, side: int = 64) -> None:
         """Run once so the first real request does not pay for kernel selection and allocation."""

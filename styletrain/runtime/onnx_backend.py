@@ -10,13 +10,15 @@ An exported model is one self-contained ``.onnx`` file (no external-data sidecar
   net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity).
 
 Importable without torch: the server runs on this module alone. onnxruntime's own ``RunOptions``
-(terminate flag, arena shrinkage) stay in here.
+(terminate flag, arena shrinkage) stay in here. Images above ``Staging.min_pixels`` run in stages
+(``styletrain.runtime.staged``) from sessions built on first use out of the loaded model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from onnx.external_data_helper import uses_external_data
 
 from styletrain.errors import UserError
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
+from styletrain.runtime.staged import DEFAULT_STAGING, StagePlan, Staging, Unsupported, plan_stages, run_bytes, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +93,21 @@ def default_providers(device: str | None = None) -> list[str]:
 
 
 class OnnxStylizer(Stylizer):
-    """An exported model in one onnxruntime ``InferenceSession``.
+    """An exported model in one onnxruntime ``InferenceSession``, plus staged sessions for large images.
 
     ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). The memory
     arena grows for every new image size unless told to shrink: with ``shrink_arena`` every run
     gives back what it grew, so memory stays bounded over many sizes (measured in
     ``benchmarks/bench_serving.py --memory``). ``run`` is thread-safe (sessions allow concurrent runs).
+    ``staging`` (None: never) says which images ``run_pixels`` runs in stages, with memory that
+    grows by about 22 bytes per pixel instead of several hundred.
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
-                 *, memory_arena: bool = True, shrink_arena: bool = True) -> None:
+                 *, memory_arena: bool = True, shrink_arena: bool = True,
+                 staging: Staging | None = DEFAULT_STAGING) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -123,6 +129,12 @@ class OnnxStylizer(Stylizer):
         self.device = "cuda" if CUDA in self.providers else "cpu"
         self._shrink = ";".join(device for provider, device in ((CPU, "cpu:0"), (CUDA, "gpu:0"))
                                 if memory_arena and shrink_arena and provider in self.providers)
+        self.staging = staging
+        self._model: onnx.ModelProto | None = model if staging is not None else None
+        self._threads = threads
+        self._stage_plan: StagePlan | None = None
+        self._stage_sessions: list[Any] | None = None
+        self._lock = threading.Lock()
         log.debug("loaded %s (%s) on %s", self.path.name, ", ".join(self.style_names), self.providers)
 
     def run(self, batch: np.ndarray, style_weights: np.ndarray, *,
@@ -130,11 +142,75 @@ class OnnxStylizer(Stylizer):
         images = np.ascontiguousarray(batch, dtype=np.float32)
         weights = batch_weights(style_weights, images.shape[0], len(self.style_names))
         feeds = {IMAGE: images, **({WEIGHTS: weights} if self.conditional else {})}
+        return self._run_session(self.session, OUTPUT, feeds, options or RunOptions(), self._run_options())
+
+    def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
+                   options: RunOptions | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) -> uint8 (H, W, 3): whole-image up to ``staging.min_pixels``, in stages above."""
+        staged = self._stages(*pixels.shape[:2])
+        if staged is None:
+            return super().run_pixels(pixels, style_weights, options=options)
+        plan, sessions = staged
+        weights = batch_weights(style_weights, 1, len(self.style_names))
+        feeds = {WEIGHTS: weights} if self.conditional else {}
         options = options or RunOptions()
-        run_options = self._run_options()
+        import onnxruntime as ort
+
+        return run_stages(plan, sessions, lambda session, output, inputs: self._run_session(
+            session, output, inputs, options, ort.RunOptions()), pixels, feeds)
+
+    def memory_bytes(self, height: int, width: int) -> int:
+        """Estimated peak memory of ``run_pixels`` (``staged.run_bytes``; whole-image for unsupported graphs)."""
+        plan = self._plan()
+        if plan is None:
+            return super().memory_bytes(height, width)
+        return run_bytes(plan, self.staging, height, width)
+
+    def warm_up(self, side: int = 64) -> None:
+        """Run once, and build the staged sessions now rather than on the first large image."""
+        super().warm_up(side)
+        if self.staging is not None:
+            self._stages(self.staging.min_pixels + 1, 1)
+
+    def _stages(self, height: int, width: int) -> tuple[StagePlan, list[Any]] | None:
+        """The stage plan and its sessions if an image of this size runs in stages (built once), else None."""
+        if self.staging is None or not self.staging.applies(height, width):
+            return None
+        plan = self._plan()
+        if plan is None:
+            return None
+        with self._lock:
+            if self._stage_sessions is None:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # No arena: each session would keep its own after the run; tiles go back to the allocator.
+                options.enable_cpu_mem_arena = False
+                if self._threads is not None:
+                    options.intra_op_num_threads = self._threads
+                options.inter_op_num_threads = 1
+                self._stage_sessions = [ort.InferenceSession(stage.model, sess_options=options,
+                                                             providers=self.providers) for stage in plan.stages]
+            return plan, self._stage_sessions
+
+    def _plan(self) -> StagePlan | None:
+        """The stage plan (made once), or None without staging or for a graph the planner does not support."""
+        with self._lock:
+            if self._stage_plan is None and self._model is not None:
+                try:
+                    self._stage_plan = plan_stages(self._model, tile_bytes=self.staging.tile_bytes)
+                except Unsupported as exc:
+                    log.warning("%s runs whole-image only, at any size: %s", self.path.name, exc)
+                self._model = None  # the plan holds what it needs
+            return self._stage_plan
+
+    def _run_session(self, session: Any, output: str, feeds: dict[str, np.ndarray], options: RunOptions,
+                     run_options: Any) -> np.ndarray:
+        """One session run that ``options.cancel()`` interrupts (onnxruntime's terminate flag)."""
         with options.interrupts(lambda: setattr(run_options, "terminate", True)):
             try:
-                return self.session.run([OUTPUT], feeds, run_options)[0]
+                return session.run([output], feeds, run_options)[0]
             except Exception as exc:
                 if options.cancelled:
                     raise RunCancelled(f"{self.path.name}: run stopped because the call ended") from exc

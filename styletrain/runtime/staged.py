@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from styletrain.images import array_to_pixels, pixels_to_array
+from styletrain.runtime.base import NonFiniteOutput
 from styletrain.runtime.onnx_norms import (
     NormStat, activations, fixed_stats_model, needed, norm_stats, producers, receptive_radius, segment,
 )
@@ -42,6 +43,30 @@ PROBE_SIDE = 64
 """Side of the image a plan is probed with, to learn every tensor's scale and channel count."""
 MAP_DTYPE = np.float16
 MIN_TILE = 64
+
+
+STAGED_IMAGE_BYTES_PER_PIXEL = 6
+"""What a staged run holds per pixel besides its maps: the uint8 image and the uint8 result."""
+TILE_WORKING_FACTOR = 2.0
+"""Measured peak of a staged run's tile work (onnxruntime, float copies, statistics) over ``tile_bytes``."""
+WHOLE_RUN_FACTOR = 2.3
+"""Measured peak of a whole-image ``run_pixels`` per pixel over the net's largest node's bytes per pixel."""
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Which images run in stages, and how much one tile may hold."""
+
+    min_pixels: int = 1024 * 1024
+    """Images of more pixels than this run in stages; smaller ones whole (faster; the same result)."""
+    tile_bytes: int = 48 * 2**20
+    """Aim for a tile's tensors (float32, largest node's inputs and outputs, doubled) to fit in this."""
+
+    def applies(self, height: int, width: int) -> bool:
+        return height * width > self.min_pixels
+
+
+DEFAULT_STAGING = Staging()
 
 
 class Unsupported(ValueError):
@@ -80,6 +105,9 @@ class StagePlan:
     """Image pixels per pixel of a stored map (the net's coarsest scale, 4)."""
     map_bytes_per_pixel: float
     """Bytes per image pixel of the stored maps alive at once, at most."""
+    node_bytes_per_pixel: float
+    """float32 bytes per image pixel that the net's largest node reads and writes (a whole-image run
+    holds a small multiple of it)."""
 
 
 def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 48 * 2**20, max_maps: int = 2) -> StagePlan:
@@ -151,7 +179,17 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 48 * 2**20, max_map
     _drop_after(stages, list(stored))
     map_bytes = _peak_maps(stages) * max(channels[c] for c in cuts) * np.dtype(MAP_DTYPE).itemsize / coarse**2 \
         if cuts else 0.0
-    return StagePlan(tuple(stages), coarse, map_bytes)
+    node_bytes = _node_bytes_per_pixel(graph.node, scales, channels)
+    return StagePlan(tuple(stages), coarse, map_bytes, node_bytes)
+
+
+def run_bytes(plan: StagePlan, staging: Staging | None, height: int, width: int) -> int:
+    """Estimated peak memory (bytes) of running one ``height`` x ``width`` image, whole or in stages."""
+    pixels = height * width
+    if staging is not None and staging.applies(height, width):
+        per_pixel = plan.map_bytes_per_pixel + STAGED_IMAGE_BYTES_PER_PIXEL
+        return int(pixels * per_pixel + TILE_WORKING_FACTOR * staging.tile_bytes)
+    return int(pixels * WHOLE_RUN_FACTOR * plan.node_bytes_per_pixel)
 
 
 def _peak_maps(stages: Sequence[Stage]) -> int:
@@ -273,10 +311,14 @@ def _tile_side(graph: onnx.GraphProto, inputs: Sequence[str], output: str, scale
     """A tile side (image pixels) whose working set is about ``tile_bytes``: the largest node's inputs
     and outputs, as float32, times 2 (convolution workspace, allocator rounding)."""
     nodes, _ = needed(graph, [output], inputs)
-    per_pixel = max((sum(4 * channels[t] / scales[t] ** 2 for t in (*n.input, *n.output) if t in scales)
-                     for n in nodes), default=4.0)
-    side = int(math.sqrt(tile_bytes / (2 * per_pixel))) // align * align
+    side = int(math.sqrt(tile_bytes / (2 * _node_bytes_per_pixel(nodes, scales, channels)))) // align * align
     return max(side, MIN_TILE, 3 * margin + align)
+
+
+def _node_bytes_per_pixel(nodes: Iterable[onnx.NodeProto], scales: dict[str, float], channels: dict[str, int]) -> float:
+    """The most float32 bytes per image pixel one node reads and writes."""
+    return max((sum(4 * channels[t] / scales[t] ** 2 for t in (*n.input, *n.output) if t in scales)
+                for n in nodes), default=4.0)
 
 
 RunSession = Callable[[Any, str, dict[str, np.ndarray]], np.ndarray]
@@ -313,6 +355,8 @@ def run_stages(plan: StagePlan, sessions: Sequence[Any], run: RunSession, pixels
                 if measured is not None:
                     measured.add(kept)
                 if stage.final:
+                    if not np.isfinite(kept).all():
+                        raise NonFiniteOutput(f"stage {stage.output} produced non-finite values")
                     rows_in = slice(tile.rows.keep_start, min(tile.rows.keep_stop, height))
                     cols_in = slice(tile.cols.keep_start, min(tile.cols.keep_stop, width))
                     array_to_pixels(kept[:, :rows_in.stop - rows_in.start, :cols_in.stop - cols_in.start],
