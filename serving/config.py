@@ -14,6 +14,7 @@ from typing import Any
 DEFAULT_MODELS_DIR = Path("checkpoints")
 DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass
@@ -28,6 +29,9 @@ class ServerConfig:
     max_streams: int = 4
     """Open ``StylizeStream`` calls; each holds a server thread."""
     max_pixels: int = 16_000_000
+    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET_BYTES
+    """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit).
+    The default fits two requests at ``max_pixels`` with room to spare."""
     min_side: int = 16
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace: float = 10.0
@@ -54,6 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"inference calls run at once; more get RESOURCE_EXHAUSTED (default {d.max_concurrent})")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels,
                    help=f"largest input image, width x height (default {d.max_pixels})")
+    budget = d.memory_budget_bytes // 2**20 if d.memory_budget_bytes else 0
+    p.add_argument("--memory-budget", type=int, default=budget, metavar="MIB",
+                   help="estimated memory (MiB) the requests running at once may use; a request that does not "
+                        f"fit now gets RESOURCE_EXHAUSTED, one that never can INVALID_ARGUMENT (default {budget}; "
+                        "0: no limit)")
     p.add_argument("--max-message-mb", type=int, default=d.max_message_bytes // 2**20,
                    help=f"largest gRPC message in MiB (default {d.max_message_bytes // 2**20})")
     p.add_argument("--grace", type=float, default=d.grace,
@@ -65,5 +74,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     """The address to bind and the ``ServerConfig`` that ``add_arguments``'s options describe."""
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
+                          memory_budget_bytes=args.memory_budget * 2**20 or None,
                           grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None)
     return f"{args.host}:{args.port}", config

@@ -7,6 +7,8 @@ Limits, each for a reason:
 
 - a bounded number of inference calls at once (``max_concurrent``); more get RESOURCE_EXHAUSTED at
   once instead of queueing without bound, while health checks and ``ListStyles`` keep answering;
+- a memory budget (``memory_budget_bytes``): each call holds its estimated peak memory, from the
+  image header, while it runs (``serving.memory``); large images run in stages (``run_pixels``);
 - explicit maximum message sizes; the pixel count is checked from the image header before
   decoding, formats are restricted to JPEG/PNG/WebP, sides must be >= 16 px (``open_image``);
 - a request whose deadline has passed is not run; a cancelled call or an expired deadline cancels
@@ -32,13 +34,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from serving import pipeline
+from serving import memory, pipeline
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
 from styletrain.errors import UserError
 from styletrain.images import warm_up_codecs
 from styletrain.runtime import RunOptions
+from styletrain.runtime.malloc import release_freed_memory
 from styletrain.v1 import styletrain_pb2 as pb
 from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
 
@@ -56,6 +59,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         self.registry, self.config = registry, config
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
         self._streams = threading.BoundedSemaphore(config.max_streams)
+        self._memory = memory.MemoryBudget(config.memory_budget_bytes)
 
     def ListStyles(self, request: pb.ListStylesRequest, context: grpc.ServicerContext) -> pb.ListStylesResponse:
         return pb.ListStylesResponse(models=[
@@ -95,7 +99,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         output = pipeline.output_options(request.options, min_side=self.config.min_side)
         selection = pipeline.select(self.registry, request)
         pipeline.check_deadline(context)
-        with self._admitted():
+        with self._admitted(), memory.admitted(self._memory, selection.stylizer, request.image,
+                                               max_pixels=self.config.max_pixels, max_side=output.max_side):
             image = pipeline.decode(request.image, max_pixels=self.config.max_pixels,
                                     min_side=self.config.min_side, max_side=output.max_side)
             pipeline.check_deadline(context)
@@ -169,6 +174,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
                   config: ServerConfig | None = None) -> tuple[StyleServer, int]:
     """Load the models and bind ``address`` (``"[::]:0"`` picks a free port); returns (server, port)."""
     config = config or ServerConfig()
+    release_freed_memory()  # process-wide: large freed blocks go back to the system (see malloc.py)
     if models_dir is not None:
         config.models_dir = models_dir
     registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads)

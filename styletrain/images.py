@@ -66,6 +66,15 @@ def open_image(
         raise UserError(f"{name} could not be decoded: {exc}") from None
 
 
+def image_size(data: bytes, *, formats: tuple[str, ...] = FORMATS) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable."""
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"image bytes are not a readable {'/'.join(formats)} image: {exc}") from None
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with 16/32-bit grayscale scaled down to 8 bits (Pillow's own conversion clips it to white)."""
     if image.mode.startswith("I"):  # I, I;16, I;16B, ...: one integer channel, 16-bit from PNGs

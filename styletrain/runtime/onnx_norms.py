@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 NORM_OP = "InstanceNormalization"
 SHAPE_OPS = ("Shape", "Size")
