@@ -66,24 +66,25 @@ def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
-def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> Image.Image:
-    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if bad."""
+def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> np.ndarray:
+    """The request's image as uint8 (H, W, 3) pixels, within the limits and shrunk to ``max_side``;
+    INVALID_ARGUMENT if bad. Pixels (3 bytes each), so the decoded PIL image (4) is freed before the run."""
     try:
         image = open_image(data, max_pixels=max_pixels, min_side=min_side)
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-    return resize_max_side(image, max_side)
+    return np.asarray(resize_max_side(image, max_side))
 
 
-def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
-    """Stylize ``image``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors.
+def run(selection: Selection, pixels: np.ndarray, options: RunOptions) -> tuple[Image.Image, float]:
+    """Stylize uint8 ``pixels``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors.
 
-    The image goes in and comes out as uint8 pixels (``Stylizer.run_pixels``): large ones run in
-    stages, so memory grows by bytes per pixel, not hundreds (``styletrain.runtime.staged``).
+    Pixels in and out (``Stylizer.run_pixels``): large images run in stages, so memory grows by
+    bytes per pixel, not hundreds (``styletrain.runtime.staged``).
     """
     start = time.perf_counter()
     try:
-        pixels = selection.stylizer.run_pixels(np.asarray(image), selection.weights, options=options)
+        result = selection.stylizer.run_pixels(pixels, selection.weights, options=options)
     except NonFiniteOutput:
         log.error("model %s produced non-finite values", selection.name)
         raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values") from None
@@ -93,7 +94,7 @@ def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[
         log.exception("inference failed on %s", selection.name)
         raise Failure(grpc.StatusCode.INTERNAL, f"inference failed: {exc}") from None
     run_ms = (time.perf_counter() - start) * 1000
-    return Image.fromarray(pixels), run_ms
+    return Image.fromarray(result), run_ms
 
 
 def encode(image: Image.Image, output: Output) -> bytes:

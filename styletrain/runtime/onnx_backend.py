@@ -154,10 +154,9 @@ class OnnxStylizer(Stylizer):
         weights = batch_weights(style_weights, 1, len(self.style_names))
         feeds = {WEIGHTS: weights} if self.conditional else {}
         options = options or RunOptions()
-        import onnxruntime as ort
-
-        return run_stages(plan, sessions, lambda session, output, inputs: self._run_session(
-            session, output, inputs, options, ort.RunOptions()), pixels, feeds)
+        shrink = "cpu:0" if _shared_cpu_arena() and CPU in self.providers else ""
+        return run_stages(plan, sessions, lambda session, output, inputs, last: self._run_session(
+            session, output, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
 
     def memory_bytes(self, height: int, width: int) -> int:
         """Estimated peak memory of ``run_pixels`` (``staged.run_bytes``; whole-image for unsupported graphs)."""
@@ -185,8 +184,11 @@ class OnnxStylizer(Stylizer):
 
                 options = ort.SessionOptions()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # No arena: each session would keep its own after the run; tiles go back to the allocator.
-                options.enable_cpu_mem_arena = False
+                # One arena for all stage sessions (each would keep its own), else none at all.
+                if _shared_cpu_arena():
+                    options.add_session_config_entry("session.use_env_allocators", "1")
+                else:
+                    options.enable_cpu_mem_arena = False
                 if self._threads is not None:
                     options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
@@ -216,11 +218,37 @@ class OnnxStylizer(Stylizer):
                     raise RunCancelled(f"{self.path.name}: run stopped because the call ended") from exc
                 raise
 
-    def _run_options(self) -> Any:
-        """Fresh ``onnxruntime.RunOptions`` for one run, with arena shrinkage when enabled."""
+    def _run_options(self, *, devices: str | None = None) -> Any:
+        """Fresh ``onnxruntime.RunOptions`` for one run that shrinks the arenas of ``devices`` (None:
+        this session's, when enabled; "": none) at its end."""
         import onnxruntime as ort
 
         run_options = ort.RunOptions()
-        if self._shrink:
-            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink)
+        devices = self._shrink if devices is None else devices
+        if devices:
+            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
         return run_options
+
+
+_arena_lock = threading.Lock()
+_arena_registered: bool | None = None
+
+
+def _shared_cpu_arena() -> bool:
+    """Register one CPU memory arena that every staged session shares (once per process); False if
+    onnxruntime refuses. Grown by the tiles of a stage, shrunk after its last tile."""
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered is None:
+            import onnxruntime as ort
+
+            config = ort.OrtArenaCfg({"max_mem": 0, "arena_extend_strategy": 1, "initial_chunk_size_bytes": 2**20,
+                                      "max_dead_bytes_per_chunk": -1, "initial_growth_chunk_size_bytes": 2**20})
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            try:
+                ort.create_and_register_allocator(info, config)
+                _arena_registered = True
+            except Exception as exc:  # onnxruntime raises its own types
+                log.warning("no shared CPU arena for staged runs (%s); they run without one", exc)
+                _arena_registered = False
+        return _arena_registered

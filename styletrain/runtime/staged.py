@@ -321,8 +321,9 @@ def _node_bytes_per_pixel(nodes: Iterable[onnx.NodeProto], scales: dict[str, flo
                 for n in nodes), default=4.0)
 
 
-RunSession = Callable[[Any, str, dict[str, np.ndarray]], np.ndarray]
-"""How a stage's session is run: (session, output name, feeds) -> the output array (raises when cancelled)."""
+RunSession = Callable[[Any, str, dict[str, np.ndarray], bool], np.ndarray]
+"""How a stage's session is run: (session, output name, feeds, last tile of the stage) -> the output
+array (raises when cancelled)."""
 
 
 def run_stages(plan: StagePlan, sessions: Sequence[Any], run: RunSession, pixels: np.ndarray,
@@ -348,7 +349,8 @@ def run_stages(plan: StagePlan, sessions: Sequence[Any], run: RunSession, pixels
             written = []
             for tile in row:
                 inputs = {name: _read(name, pixels, maps, tile, c) for name in stage.inputs}
-                result = run(session, stage.output, {**inputs, **fixed})[0]
+                last = index == len(rows) - 1 and tile is row[-1]
+                result = run(session, stage.output, {**inputs, **fixed}, last)[0]
                 s = stage.scale
                 kept = result[:, (tile.rows.keep_start - tile.rows.start) // s:(tile.rows.keep_stop - tile.rows.start) // s,
                               (tile.cols.keep_start - tile.cols.start) // s:(tile.cols.keep_stop - tile.cols.start) // s]

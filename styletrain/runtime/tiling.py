@@ -2,8 +2,8 @@
 
 A tile reads a window of the image and keeps only the part of its result that lies at least
 ``margin`` pixels from the window's inner edges (the net's receptive radius), so the kept parts are
-what a whole-image run gives: no seams, no blending. Kept parts never overlap. Sides and starts
-are multiples of ``align`` (4: the net downsamples twice by 2). Numpy only.
+what a whole-image run gives: no seams, no blending. Kept parts never overlap. Starts are
+multiples of ``align`` (4: the net downsamples twice by 2). Numpy only.
 """
 
 from __future__ import annotations
@@ -25,27 +25,22 @@ class Span:
 
 
 def spans(length: int, tile: int, margin: int, align: int = 4) -> list[Span]:
-    """Tiles covering [0, length) that read at most ``tile`` (and at least ``2 * margin + align``) pixels each.
+    """As few tiles as cover [0, length) reading at most ``tile`` pixels each (plus ``align`` for rounding).
 
-    Each keeps what lies ``margin`` or more from its inner edges; the kept parts tile [0, length)
-    exactly. The last tile is moved back to full length (fewer shapes for onnxruntime to plan).
+    The kept parts are about equal, start at multiples of ``align`` and tile [0, length) exactly;
+    each tile reads ``margin`` pixels past its kept part on the inner sides.
     """
     if tile % align or margin % align or margin < 0:
         raise ValueError(f"tile and margin must be non-negative multiples of {align}; got {tile}, {margin}")
-    tile = max(tile, 2 * margin + align)
-    if length <= tile:
-        return [Span(0, length, 0, length)]
-    out: list[Span] = []
-    start = 0
+    count = 1
     while True:
-        stop = start + tile
-        keep_start = out[-1].keep_stop if out else 0
-        if stop >= length:
-            start = max(0, (length - tile) // align * align)
-            out.append(Span(start, length, keep_start, length))
-            return out
-        out.append(Span(start, stop, keep_start, stop - margin))
-        start = stop - 2 * margin
+        bounds = [0, *(round(i * length / count / align) * align for i in range(1, count)), length]
+        reads = [min(length, stop + margin) - max(0, start - margin) for start, stop in zip(bounds, bounds[1:])]
+        if max(reads) <= tile + align or min(np.diff(bounds)) <= align:
+            break
+        count += 1
+    return [Span(max(0, start - margin), min(length, stop + margin), start, stop)
+            for start, stop in zip(bounds, bounds[1:]) if stop > start]
 
 
 @dataclass(frozen=True)
