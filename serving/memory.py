@@ -2,9 +2,9 @@
 
 Why: the number of inference slots alone bounds work, not memory: one small file that declares a
 large image used to cost gigabytes. A request's memory is estimated from the image header,
-before anything is decoded: the codec buffers (``CODEC_BYTES_PER_PIXEL``, the decoded image and
-the encoded result) plus the model's own estimate for the size it will run at
-(``Stylizer.memory_bytes``: whole-image, or staged above ``Staging.min_pixels``) plus a fixed
+before anything is decoded: the larger of its codec phases (``CODEC_BYTES_PER_PIXEL``: decoding,
+then encoding the result) and its model run at the size it runs at (``Stylizer.memory_bytes``:
+whole-image, or staged above ``Staging.min_pixels``), which come one after the other, plus a fixed
 ``REQUEST_OVERHEAD_BYTES``. All measured, see ``benchmarks/RESULTS.md`` ("Serving memory").
 
 - an image whose estimate exceeds the whole budget can never be served by this server:
@@ -29,8 +29,8 @@ from styletrain.runtime import Stylizer
 
 MIB = 2**20
 CODEC_BYTES_PER_PIXEL = 24
-"""Decoding, converting and encoding one image, per pixel at its decoded size (measured peak over
-JPEG, PNG and WebP in and out: WebP's decoder and encoder hold the most)."""
+"""Peak of decoding (to uint8 pixels) or of encoding the result, per pixel at the decoded size:
+WebP's decoder holds the most, 19-20 measured at 2000 px (JPEG and PNG less)."""
 REQUEST_OVERHEAD_BYTES = 16 * MIB
 """Per request, whatever its size: the gRPC messages, Python objects, allocator slack."""
 
@@ -41,8 +41,8 @@ def request_bytes(stylizer: Stylizer, width: int, height: int, *, max_side: int 
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
         run_width, run_height = max(1, round(width * scale)), max(1, round(height * scale))
-    return (width * height * CODEC_BYTES_PER_PIXEL + stylizer.memory_bytes(run_height, run_width)
-            + REQUEST_OVERHEAD_BYTES)
+    codec = width * height * CODEC_BYTES_PER_PIXEL
+    return max(codec, stylizer.memory_bytes(run_height, run_width)) + REQUEST_OVERHEAD_BYTES
 
 
 class MemoryBudget:

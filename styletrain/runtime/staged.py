@@ -47,10 +47,12 @@ MIN_TILE = 64
 
 STAGED_IMAGE_BYTES_PER_PIXEL = 6
 """What a staged run holds per pixel besides its maps: the uint8 image and the uint8 result."""
-TILE_WORKING_FACTOR = 2.0
-"""Measured peak of a staged run's tile work (onnxruntime, float copies, statistics) over ``tile_bytes``."""
-WHOLE_RUN_FACTOR = 2.3
-"""Measured peak of a whole-image ``run_pixels`` per pixel over the net's largest node's bytes per pixel."""
+TILE_WORKING_FACTOR = 3.0
+"""Peak of a staged run's tile work (onnxruntime, float copies, statistics) over ``tile_bytes``:
+measured 2.5-3.0 (16-48 MiB, multistyle.onnx at 2000 px)."""
+WHOLE_RUN_FACTOR = 2.5
+"""Peak of a whole-image ``run_pixels`` per pixel over the net's largest node's bytes per pixel:
+measured 2.2-2.4 for multistyle.onnx at 1024 px (onnxruntime's arena rounds up; float input and output)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ class Staging:
 
     min_pixels: int = 1024 * 1024
     """Images of more pixels than this run in stages; smaller ones whole (faster; the same result)."""
-    tile_bytes: int = 48 * 2**20
-    """Aim for a tile's tensors (float32, largest node's inputs and outputs, doubled) to fit in this."""
+    tile_bytes: int = 16 * 2**20
+    """Aim for a tile's tensors (float32, largest node's inputs and outputs, doubled) to fit in this.
+    Larger tiles were no faster (measured 16-48 MiB at 2000 px) and held more."""
 
     def applies(self, height: int, width: int) -> bool:
         return height * width > self.min_pixels
@@ -110,7 +113,7 @@ class StagePlan:
     holds a small multiple of it)."""
 
 
-def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 48 * 2**20, max_maps: int = 2) -> StagePlan:
+def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_maps: int = 2) -> StagePlan:
     """The stages that run ``model`` (an export) over a large image with whole-image norm statistics.
 
     Raises ``Unsupported`` when the graph is not a chain of convolutions and instance norms ending

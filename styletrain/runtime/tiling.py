@@ -72,7 +72,10 @@ class ChannelStats:
         if n == 0:
             return
         mean = values.mean(axis=(1, 2), dtype=np.float64)
-        m2 = np.square(values - mean[:, None, None].astype(values.dtype)).sum(axis=(1, 2), dtype=np.float64)
+        m2 = np.empty_like(mean)
+        for c, channel in enumerate(values):  # one channel at a time: small temporaries
+            centred = channel - channel.dtype.type(mean[c])
+            m2[c] = np.dot(centred.ravel().astype(np.float64), centred.ravel().astype(np.float64))
         if self.count == 0:
             self.count, self.mean, self.m2 = n, mean, m2
             return
