@@ -142,7 +142,7 @@ class OnnxStylizer(Stylizer):
         images = np.ascontiguousarray(batch, dtype=np.float32)
         weights = batch_weights(style_weights, images.shape[0], len(self.style_names))
         feeds = {IMAGE: images, **({WEIGHTS: weights} if self.conditional else {})}
-        return self._run_session(self.session, OUTPUT, feeds, options or RunOptions(), self._run_options())
+        return self._run_session(self.session, [OUTPUT], feeds, options or RunOptions(), self._run_options())[0]
 
     def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
                    options: RunOptions | None = None) -> np.ndarray:
@@ -155,8 +155,8 @@ class OnnxStylizer(Stylizer):
         feeds = {WEIGHTS: weights} if self.conditional else {}
         options = options or RunOptions()
         shrink = "cpu:0" if _shared_cpu_arena() and CPU in self.providers else ""
-        return run_stages(plan, sessions, lambda session, output, inputs, last: self._run_session(
-            session, output, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
+        return run_stages(plan, sessions, lambda session, outputs, inputs, last: self._run_session(
+            session, outputs, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
 
     def memory_bytes(self, height: int, width: int) -> int:
         """Estimated peak memory of ``run_pixels`` (``staged.run_bytes``; whole-image for unsupported graphs)."""
@@ -192,6 +192,8 @@ class OnnxStylizer(Stylizer):
                 if self._threads is not None:
                     options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
+                # 22-odd sessions take turns: a finished one's threads must not spin while the next runs.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._stage_sessions = [ort.InferenceSession(stage.model, sess_options=options,
                                                              providers=self.providers) for stage in plan.stages]
             return plan, self._stage_sessions
@@ -207,12 +209,12 @@ class OnnxStylizer(Stylizer):
                 self._model = None  # the plan holds what it needs
             return self._stage_plan
 
-    def _run_session(self, session: Any, output: str, feeds: dict[str, np.ndarray], options: RunOptions,
-                     run_options: Any) -> np.ndarray:
+    def _run_session(self, session: Any, outputs: list[str], feeds: dict[str, np.ndarray], options: RunOptions,
+                     run_options: Any) -> list[np.ndarray]:
         """One session run that ``options.cancel()`` interrupts (onnxruntime's terminate flag)."""
         with options.interrupts(lambda: setattr(run_options, "terminate", True)):
             try:
-                return session.run([output], feeds, run_options)[0]
+                return session.run(outputs, feeds, run_options)
             except Exception as exc:
                 if options.cancelled:
                     raise RunCancelled(f"{self.path.name}: run stopped because the call ended") from exc

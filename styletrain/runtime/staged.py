@@ -36,12 +36,14 @@ from styletrain.runtime.base import NonFiniteOutput
 from styletrain.runtime.onnx_norms import (
     NormStat, activations, fixed_stats_model, needed, norm_stats, producers, receptive_radius, segment,
 )
-from styletrain.runtime.tiling import ChannelStats, tiles
+from styletrain.runtime.tiling import ChannelStats, Tile, tiles
 
 IMAGE, WEIGHTS, OUTPUT = "image", "style_weights", "output"
 PROBE_SIDE = 64
 """Side of the image a plan is probed with, to learn every tensor's scale and channel count."""
 MAP_DTYPE = np.float16
+HALF = ".f16"
+"""Suffix of a stage's float16 inputs and outputs (stored maps)."""
 MIN_TILE = 64
 
 
@@ -152,6 +154,7 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_map
         tile = _tile_side(graph, inputs, output, scales, channels, tile_bytes, margin, coarse)
         shapes = {i: [1, channels[i], "height", "width"] for i in inputs}
         seg = segment(fixed, shapes, {output: [1, channels[output], "out_height", "out_width"]})
+        _half_io(seg, [i for i in inputs if i != IMAGE], output if store else None)
         stages.append(Stage(seg.SerializeToString(), inputs, output, channels[output], int(scales[output]),
                             margin, tile, measures, store, into, (), output == final))
         if measures is not None:
@@ -207,6 +210,22 @@ def _peak_maps(stages: Sequence[Stage]) -> int:
 
 def _align_up(value: int, align: int) -> int:
     return -(-value // align) * align
+
+
+def _half_io(model: onnx.ModelProto, inputs: Sequence[str], output: str | None) -> None:
+    """Read the stored maps ``inputs`` as float16 (``{name}.f16``) and also write ``output`` as float16:
+    onnxruntime converts several times faster than numpy."""
+    for info in model.graph.input:
+        if info.name in inputs:
+            info.name += HALF
+            info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    casts = [helper.make_node("Cast", [name + HALF], [name], to=onnx.TensorProto.FLOAT) for name in inputs]
+    nodes = [*casts, *model.graph.node]
+    if output is not None:
+        nodes.append(helper.make_node("Cast", [output], [output + HALF], to=onnx.TensorProto.FLOAT16))
+        model.graph.output.append(helper.make_tensor_value_info(output + HALF, onnx.TensorProto.FLOAT16, None))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _batch_from_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -324,75 +343,96 @@ def _node_bytes_per_pixel(nodes: Iterable[onnx.NodeProto], scales: dict[str, flo
                 for n in nodes), default=4.0)
 
 
-RunSession = Callable[[Any, str, dict[str, np.ndarray], bool], np.ndarray]
-"""How a stage's session is run: (session, output name, feeds, last tile of the stage) -> the output
-array (raises when cancelled)."""
+RunSession = Callable[[Any, list[str], dict[str, np.ndarray], bool], list[np.ndarray]]
+"""How a stage's session is run: (session, output names, feeds, last tile of the stage) -> the outputs
+(raises when cancelled)."""
 
 
 def run_stages(plan: StagePlan, sessions: Sequence[Any], run: RunSession, pixels: np.ndarray,
                feeds: dict[str, np.ndarray]) -> np.ndarray:
     """uint8 (H, W, 3) -> the stylized uint8 (H, W, 3), stage by stage; ``feeds`` holds the style weights."""
-    height, width = pixels.shape[:2]
-    c = plan.coarse
-    padded = (_align_up(height, c), _align_up(width, c))
-    maps: dict[str, np.ndarray] = {}
-    stats: dict[str, np.ndarray] = {}
-    out = np.empty_like(pixels)
+    state = _State(pixels, (_align_up(pixels.shape[0], plan.coarse), _align_up(pixels.shape[1], plan.coarse)),
+                   plan.coarse, dict(feeds), np.empty_like(pixels))
     for stage, session in zip(plan.stages, sessions):
-        wanted = {i.name for i in session.get_inputs()}
-        fixed = {k: v for k, v in {**feeds, **stats}.items() if k in wanted}
-        measured = ChannelStats() if stage.measures is not None else None
-        target = None
-        if stage.store:
-            target = maps[stage.into] if stage.into else np.empty(
-                (stage.channels, padded[0] // c, padded[1] // c), MAP_DTYPE)
-        pending: list[list[tuple[tuple[slice, slice], np.ndarray]]] = []
-        rows = list(tiles(*padded, stage.tile, stage.margin, c))
-        for index, row in enumerate(rows):
-            written = []
-            for tile in row:
-                inputs = {name: _read(name, pixels, maps, tile, c) for name in stage.inputs}
-                last = index == len(rows) - 1 and tile is row[-1]
-                result = run(session, stage.output, {**inputs, **fixed}, last)[0]
-                s = stage.scale
-                kept = result[:, (tile.rows.keep_start - tile.rows.start) // s:(tile.rows.keep_stop - tile.rows.start) // s,
-                              (tile.cols.keep_start - tile.cols.start) // s:(tile.cols.keep_stop - tile.cols.start) // s]
-                if measured is not None:
-                    measured.add(kept)
-                if stage.final:
-                    if not np.isfinite(kept).all():
-                        raise NonFiniteOutput(f"stage {stage.output} produced non-finite values")
-                    rows_in = slice(tile.rows.keep_start, min(tile.rows.keep_stop, height))
-                    cols_in = slice(tile.cols.keep_start, min(tile.cols.keep_stop, width))
-                    array_to_pixels(kept[:, :rows_in.stop - rows_in.start, :cols_in.stop - cols_in.start],
-                                    out=out[rows_in, cols_in])
-                elif target is not None:
-                    where = (slice(tile.rows.keep_start // c, tile.rows.keep_stop // c),
-                             slice(tile.cols.keep_start // c, tile.cols.keep_stop // c))
-                    written.append((where, kept.astype(MAP_DTYPE)))
-            pending.append(written)
-            # A map written over is read up to ``margin`` rows past each tile: a row of tiles is written
-            # only once no later row reads the rows it keeps.
-            next_start = rows[index + 1][0].rows.start if index + 1 < len(rows) else padded[0]
-            while pending and (not pending[0] or pending[0][0][0][0].stop * c <= next_start or stage.into is None):
-                for where, values in pending.pop(0):
-                    target[(slice(None), *where)] = values
-        if measured is not None:
-            mean, var = measured.mean_var()
-            stats[stage.measures.mean], stats[stage.measures.var] = mean, var
-        if target is not None:
-            maps[stage.output] = target
-            if stage.into:
-                del maps[stage.into]
-        for name in stage.drop:
-            maps.pop(name, None)
-    return out
+        _run_stage(stage, session, run, state)
+    return state.out
 
 
-def _read(name: str, pixels: np.ndarray, maps: dict[str, np.ndarray], tile: Any, coarse: int) -> np.ndarray:
-    """A tile's window of the image (float32 (1, 3, h, w), cut at the image's edge) or of a stored map."""
+@dataclass
+class _State:
+    """What the stages of one image share: the image, stored maps, measured statistics, the result."""
+
+    pixels: np.ndarray
+    padded: tuple[int, int]
+    """The image's sides rounded up to ``coarse``, as the net pads it."""
+    coarse: int
+    feeds: dict[str, np.ndarray]
+    """Style weights, then each norm's statistics once measured."""
+    out: np.ndarray
+    maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def _run_stage(stage: Stage, session: Any, run: RunSession, state: _State) -> None:
+    """One stage over every tile: measure, store (maybe over an input map) or write the result."""
+    c, s = state.coarse, stage.scale
+    wanted = {i.name for i in session.get_inputs()}
+    fixed = {k: v for k, v in state.feeds.items() if k in wanted}
+    fetch = ([stage.output + HALF] if stage.store else []) + \
+        ([stage.output] if stage.measures is not None or not stage.store else [])
+    measured = ChannelStats() if stage.measures is not None else None
+    target = None
+    if stage.store:
+        target = state.maps[stage.into] if stage.into else np.empty(
+            (stage.channels, state.padded[0] // c, state.padded[1] // c), MAP_DTYPE)
+    pending: list[list[tuple[tuple[slice, slice], np.ndarray]]] = []
+    rows = list(tiles(*state.padded, stage.tile, stage.margin, c))
+    for index, row in enumerate(rows):
+        written = []
+        for tile in row:
+            inputs = {(name if name == IMAGE else name + HALF): _read(name, state, tile) for name in stage.inputs}
+            results = dict(zip(fetch, run(session, fetch, {**inputs, **fixed}, index == len(rows) - 1 and tile is row[-1])))
+            kept_rows = slice((tile.rows.keep_start - tile.rows.start) // s, (tile.rows.keep_stop - tile.rows.start) // s)
+            kept_cols = slice((tile.cols.keep_start - tile.cols.start) // s, (tile.cols.keep_stop - tile.cols.start) // s)
+            if measured is not None:
+                measured.add(results[stage.output][0, :, kept_rows, kept_cols])
+            if stage.final:
+                _write_result(results[stage.output][0, :, kept_rows, kept_cols], tile, state)
+            elif target is not None:
+                where = (slice(tile.rows.keep_start // c, tile.rows.keep_stop // c),
+                         slice(tile.cols.keep_start // c, tile.cols.keep_stop // c))
+                written.append((where, results[stage.output + HALF][0, :, kept_rows, kept_cols]))
+        pending.append(written)
+        # A map written over is read up to ``margin`` rows past each tile: a row of tiles is written
+        # only once no later row reads the rows it keeps.
+        next_start = rows[index + 1][0].rows.start if index + 1 < len(rows) else state.padded[0]
+        while pending and (not pending[0] or stage.into is None or pending[0][0][0][0].stop * c <= next_start):
+            for where, values in pending.pop(0):
+                target[(slice(None), *where)] = values
+    if measured is not None:
+        state.feeds[stage.measures.mean], state.feeds[stage.measures.var] = measured.mean_var()
+    if target is not None:
+        state.maps[stage.output] = target
+        if stage.into:
+            del state.maps[stage.into]
+    for name in stage.drop:
+        state.maps.pop(name, None)
+
+
+def _write_result(kept: np.ndarray, tile: Tile, state: _State) -> None:
+    """A tile's kept float result into the uint8 image, cropped to the image (the net pads it to ``coarse``)."""
+    if not np.isfinite(kept).all():
+        raise NonFiniteOutput("the model produced non-finite values")
+    height, width = state.pixels.shape[:2]
+    rows = slice(tile.rows.keep_start, min(tile.rows.keep_stop, height))
+    cols = slice(tile.cols.keep_start, min(tile.cols.keep_stop, width))
+    array_to_pixels(kept[:, :rows.stop - rows.start, :cols.stop - cols.start], out=state.out[rows, cols])
+
+
+def _read(name: str, state: _State, tile: Tile) -> np.ndarray:
+    """A tile's window of the image (float32 (1, 3, h, w), cut at the image's edge) or of a stored
+    map (float16 (1, C, h, w))."""
     if name == IMAGE:
-        return pixels_to_array(pixels[tile.rows.start:tile.rows.stop, tile.cols.start:tile.cols.stop])
-    window = maps[name][:, tile.rows.start // coarse:tile.rows.stop // coarse,
-                        tile.cols.start // coarse:tile.cols.stop // coarse]
-    return window.astype(np.float32)[None]
+        return pixels_to_array(state.pixels[tile.rows.start:tile.rows.stop, tile.cols.start:tile.cols.stop])
+    c = state.coarse
+    window = state.maps[name][:, tile.rows.start // c:tile.rows.stop // c, tile.cols.start // c:tile.cols.stop // c]
+    return np.ascontiguousarray(window)[None]

@@ -72,10 +72,9 @@ class ChannelStats:
         if n == 0:
             return
         mean = values.mean(axis=(1, 2), dtype=np.float64)
-        m2 = np.empty_like(mean)
-        for c, channel in enumerate(values):  # one channel at a time: small temporaries
-            centred = channel - channel.dtype.type(mean[c])
-            m2[c] = np.dot(centred.ravel().astype(np.float64), centred.ravel().astype(np.float64))
+        centred = values - mean.astype(values.dtype)[:, None, None]  # one block-sized temporary
+        np.square(centred, out=centred)
+        m2 = centred.sum(axis=(1, 2), dtype=np.float64)
         if self.count == 0:
             self.count, self.mean, self.m2 = n, mean, m2
             return

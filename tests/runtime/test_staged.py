@@ -111,7 +111,7 @@ def test_cancelled_staged_run_stops(onnx_models: dict[str, Path]) -> None:
 def test_non_finite_staged_output_is_an_error(onnx_models: dict[str, Path]) -> None:
     staged = OnnxStylizer(onnx_models["single"], staging=Staging(min_pixels=1, tile_bytes=2**16))
     run_session = staged._run_session
-    staged._run_session = lambda *args: run_session(*args) * np.nan  # type: ignore[method-assign]
+    staged._run_session = lambda *args: [out * np.nan for out in run_session(*args)]  # type: ignore[method-assign]
     with pytest.raises(NonFiniteOutput, match="non-finite"):
         staged.run_pixels(photo(64, 64), np.ones(1, np.float32))
 
