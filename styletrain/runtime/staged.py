@@ -1,6 +1,6 @@
 """Running one large image in stages, so that memory grows by bytes, not hundreds of bytes, per pixel.
 
-Why: a whole-image run holds the net's full-resolution maps at once (about 340-570 bytes per pixel
+Why: a whole-image run holds the net's full-resolution maps at once (about 260-570 bytes per pixel
 measured on CPU, see ``benchmarks/RESULTS.md``, "Serving memory"). Plain tiles would change the look
 tile to tile, since every instance norm would see only its tile; statistics from a shrunk copy
 change it too (the nets are not scale-invariant: mean |diff| 13/255 at half size, measured).
@@ -128,7 +128,7 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_map
     graph = fixed.graph
     final = _final_tensor(fixed)
     acts = activations(graph, IMAGE)
-    scales, channels = _probe(fixed, norms, sorted(acts))
+    scales, channels = _probe(fixed, sorted(acts))
     coarse = int(max(scales.values()))
     if any(s < 1 or coarse % s for s in map(int, scales.values())) or any(not s.is_integer() for s in scales.values()):
         raise Unsupported(f"tensor scales {sorted(set(scales.values()))} are not divisors of {coarse}")
@@ -183,8 +183,8 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_map
         advance()
     add(final, store=False)
     _drop_after(stages, list(stored))
-    map_bytes = _peak_maps(stages) * max(channels[c] for c in cuts) * np.dtype(MAP_DTYPE).itemsize / coarse**2 \
-        if cuts else 0.0
+    widest = max((stage.channels for stage in stages if stage.store), default=0)
+    map_bytes = _peak_maps(stages) * widest * np.dtype(MAP_DTYPE).itemsize / coarse**2
     node_bytes = _node_bytes_per_pixel(graph.node, scales, channels)
     return StagePlan(tuple(stages), coarse, map_bytes, node_bytes)
 
@@ -272,7 +272,7 @@ def _constants(graph: onnx.GraphProto, names: Sequence[str]) -> list[float | Non
     return values
 
 
-def _probe(model: onnx.ModelProto, norms: list[NormStat], tensors: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+def _probe(model: onnx.ModelProto, tensors: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     """Run the model once on a small image: every tensor's scale (image pixels per pixel) and channel count."""
     import onnxruntime as ort
 
