@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from styletrain.images import array_to_image, array_to_pixels, image_to_array, pixels_to_array
+from styletrain.images import array_to_pixels, pixels_to_array
 
 MIN_SIDE = 16
 """Smallest input side (same as ``styletrain.transformer.MIN_SIDE``, kept here to avoid importing torch)."""
@@ -96,8 +96,8 @@ class Stylizer(abc.ABC):
         """
 
     def __call__(self, image: Image.Image, style_weights: np.ndarray) -> Image.Image:
-        """Stylize one PIL image with (N,) style weights."""
-        return array_to_image(self.run(image_to_array(image), style_weights))
+        """Stylize one PIL image with (N,) style weights (``run_pixels``: large images in stages)."""
+        return Image.fromarray(self.run_pixels(np.asarray(image.convert("RGB")), style_weights))
 
     def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
                    options: RunOptions | None = None) -> np.ndarray:
