@@ -24,6 +24,7 @@ CUDA_MAX_BATCH = 8
 on 2 cores a batch only queues work one image at a time would finish as fast)."""
 UNBATCHED_SLOTS = 2
 BATCHED_STREAM_WINDOW = 4
+DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass
@@ -40,6 +41,9 @@ class ServerConfig:
     max_streams: int = 4
     """Open ``StylizeStream`` calls; each holds a server thread."""
     max_pixels: int = 16_000_000
+    memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET_BYTES
+    """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit).
+    The default fits two requests at ``max_pixels`` with room to spare."""
     min_side: int = 16
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace: float = 10.0
@@ -126,6 +130,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {UNBATCHED_SLOTS} without batching, else max batch size + --max-queue)")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels,
                    help=f"largest input image, width x height (default {d.max_pixels})")
+    budget = d.memory_budget_bytes // 2**20 if d.memory_budget_bytes else 0
+    p.add_argument("--memory-budget", type=int, default=budget, metavar="MIB",
+                   help="estimated memory (MiB) the requests running at once may use; a request that does not "
+                        f"fit now gets RESOURCE_EXHAUSTED, one that never can INVALID_ARGUMENT (default {budget}; "
+                        "0: no limit)")
     p.add_argument("--max-message-mb", type=int, default=d.max_message_bytes // 2**20,
                    help=f"largest gRPC message in MiB (default {d.max_message_bytes // 2**20})")
     p.add_argument("--grace", type=float, default=d.grace,
@@ -197,6 +206,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
 
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
+                          memory_budget_bytes=args.memory_budget * 2**20 or None,
                           grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None,
                           device="cpu" if args.cpu else None, backend=args.backend, precision=args.precision,
                           max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,

@@ -20,9 +20,9 @@ from PIL import Image
 from serving.batching import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from serving.models import ModelRegistry, Selection, UnknownModel, UnknownStyle
 from styletrain.errors import UserError, shorten
-from styletrain.images import array_to_image, encode_image, image_to_array, open_image, resize_max_side
-from styletrain.runtime import RunCancelled, RunOptions
-from styletrain.runtime.adjust import finish
+from styletrain.images import array_to_pixels, encode_image, open_image, pixels_to_array, resize_max_side
+from styletrain.runtime import NonFiniteOutput, RunCancelled, RunOptions
+from styletrain.runtime.adjust import finish_pixels
 from styletrain.styles import with_strength
 from styletrain.v1 import styletrain_pb2 as pb
 
@@ -97,41 +97,47 @@ def select(registry: ModelRegistry, request: pb.StylizeRequest) -> Selection:
                                preserve_color=request.preserve_color)
 
 
-def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> Image.Image:
-    """Decode the request's image within the limits and shrink it to ``max_side``; INVALID_ARGUMENT if
-    bad, also when shrinking would take a side below ``min_side``."""
+def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None) -> np.ndarray:
+    """The request's image as uint8 (H, W, 3) pixels, within the limits and shrunk to ``max_side``;
+    INVALID_ARGUMENT if bad, also when shrinking would take a side below ``min_side``. Pixels (3
+    bytes each), so the decoded PIL image (4) is freed before the run."""
     try:
         image = open_image(data, max_pixels=max_pixels, min_side=min_side)
-        return resize_max_side(image, max_side, min_side=min_side)
+        return np.asarray(resize_max_side(image, max_side, min_side=min_side))
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
-def run(selection: Selection, image: Image.Image, options: RunOptions) -> tuple[Image.Image, float]:
-    """Stylize ``image``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors."""
+def run(selection: Selection, pixels: np.ndarray, options: RunOptions) -> tuple[Image.Image, float]:
+    """Stylize uint8 ``pixels``: (result, model run time in ms). CANCELLED once the call ended, INTERNAL on errors.
+
+    Pixels in and out (``Stylizer.run_pixels``): large images run in stages, so memory grows by
+    bytes per pixel, not hundreds (``styletrain.runtime.staged``).
+    """
     start = time.perf_counter()
-    content = image_to_array(image)
     try:
-        output = selection.stylizer.run(content, selection.weights, options=options)
+        result = selection.stylizer.run_pixels(pixels, selection.weights, options=options)
+    except NonFiniteOutput:
+        raise _non_finite(selection) from None
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
         raise _inference_failed(selection, exc) from None
     run_ms = (time.perf_counter() - start) * 1000
-    return _finished(selection, output, content), run_ms
+    return _finished(selection, result, pixels), run_ms
 
 
-def run_batched(batcher: Batcher, selection: Selection, image: Image.Image, options: RunOptions, *,
+def run_batched(batcher: Batcher, selection: Selection, pixels: np.ndarray, options: RunOptions, *,
                 deadline: float | None) -> tuple[Image.Image, float, float, int]:
-    """Stylize ``image`` in a batch: (result, its share of the batch's run time in ms, queue ms, batch size).
+    """Stylize uint8 ``pixels`` in a batch: (result, its share of the batch's run time in ms, queue ms,
+    batch size).
 
     RESOURCE_EXHAUSTED with a retry hint when the queue is full; DEADLINE_EXCEEDED when ``deadline``
     (``time.monotonic()``) passed in the queue; CANCELLED when the call ended first (``options``
     cancelled: the request leaves the queue); UNAVAILABLE on shutdown; INTERNAL on errors.
     """
-    content = image_to_array(image)
     try:
-        future = batcher.submit(content[0], selection.weights, deadline=deadline)
+        future = batcher.submit(pixels_to_array(pixels)[0], selection.weights, deadline=deadline)
     except QueueFull as exc:
         raise Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), retry_after_ms=exc.retry_after_ms) from None
     except BatcherClosed as exc:
@@ -148,7 +154,9 @@ def run_batched(batcher: Batcher, selection: Selection, image: Image.Image, opti
         raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
     except Exception as exc:
         raise _inference_failed(selection, exc) from None
-    result = _finished(selection, batched.image[None], content)
+    if not np.isfinite(batched.image).all():
+        raise _non_finite(selection)
+    result = _finished(selection, array_to_pixels(batched.image), pixels)
     return result, batched.run_ms / batched.batch_size, batched.queue_ms, batched.batch_size
 
 
@@ -160,13 +168,16 @@ def _inference_failed(selection: Selection, exc: Exception) -> Failure:
                    f"inference failed on model {selection.name} (error id {error_id} in the server log)")
 
 
-def _finished(selection: Selection, output: np.ndarray, content: np.ndarray) -> Image.Image:
-    """The model's (1, 3, H, W) output after the request's adjustments, as an image; INTERNAL if not finite."""
-    if not np.isfinite(output).all():
-        log.error("model %s produced non-finite values", selection.name)
-        raise Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
-    return array_to_image(finish(output, content, strength=selection.strength,
-                                 strength_method=selection.strength_method, preserve=selection.preserve_color))
+def _non_finite(selection: Selection) -> Failure:
+    log.error("model %s produced non-finite values", selection.name)
+    return Failure(grpc.StatusCode.INTERNAL, f"model {selection.name} produced non-finite values")
+
+
+def _finished(selection: Selection, result: np.ndarray, pixels: np.ndarray) -> Image.Image:
+    """The model's uint8 output after the request's adjustments (strength by pixel blending, colour)."""
+    return Image.fromarray(finish_pixels(result, pixels, strength=selection.strength,
+                                         strength_method=selection.strength_method,
+                                         preserve=selection.preserve_color))
 
 
 def encode(image: Image.Image, output: Output) -> bytes:

@@ -11,6 +11,8 @@ Limits, each for a reason:
 - with dynamic batching (``serving.batching``), requests and stream frames of one model and size run
   together; a queued request keeps its slot, so slots still bound memory, and at most ``max_queue``
   wait per model (more get RESOURCE_EXHAUSTED with a ``grpc-retry-pushback-ms`` trailer);
+- a memory budget (``memory_budget_bytes``): each call holds its estimated peak memory, from the
+  image header, while it runs (``serving.memory``); large images run in stages (``run_pixels``);
 - explicit maximum message sizes; the pixel count is checked from the image header before
   decoding, formats are restricted to JPEG/PNG/WebP, sides must be >= 16 px (``open_image``);
 - a request whose deadline has passed is not run; a cancelled call or an expired deadline cancels
@@ -39,7 +41,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import status_pb2
 
-from serving import batching, pipeline, security
+from serving import batching, memory, pipeline, security
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
 from serving.metrics import ServerMetrics, host_of
@@ -49,6 +51,7 @@ from serving.reflection import enable_reflection
 from styletrain.errors import UserError
 from styletrain.images import warm_up_codecs
 from styletrain.runtime import RunOptions
+from styletrain.runtime.malloc import release_freed_memory
 from styletrain.v1 import styletrain_pb2 as pb
 from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
 
@@ -73,6 +76,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self.metrics = metrics or ServerMetrics(registry.models)
         self._streams = threading.BoundedSemaphore(config.max_streams)
+        self._memory = memory.MemoryBudget(config.memory_budget_bytes)
         # Frames of a stream in flight: a reader and `stream_window` frames per stream.
         self._frames = futures.ThreadPoolExecutor(config.max_streams * (self.stream_window + 1),
                                                   thread_name_prefix="styletrain-frame") \
@@ -142,17 +146,18 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         output = pipeline.output_options(request.options, min_side=self.config.min_side)
         selection = pipeline.select(self.registry, request)
         pipeline.check_deadline(context)
-        with self._admitted():
-            image = pipeline.decode(request.image, max_pixels=self.config.max_pixels,
+        with self._admitted(), memory.admitted(self._memory, selection.stylizer, request.image,
+                                               max_pixels=self.config.max_pixels, max_side=output.max_side):
+            pixels = pipeline.decode(request.image, max_pixels=self.config.max_pixels,
                                     min_side=self.config.min_side, max_side=output.max_side)
             pipeline.check_deadline(context)
             batcher = self.batchers.get(selection.name)
             if batcher is None:
-                result, inference_ms = pipeline.run(selection, image, options)
+                result, inference_ms = pipeline.run(selection, pixels, options)
                 queue_ms, batch_size = 0.0, 1
             else:
                 result, inference_ms, queue_ms, batch_size = pipeline.run_batched(
-                    batcher, selection, image, options, deadline=pipeline.deadline_of(context))
+                    batcher, selection, pixels, options, deadline=pipeline.deadline_of(context))
             encoded = pipeline.encode(result, output)
         total_ms = (time.perf_counter() - start) * 1000
         log.debug("stylized %dx%d with %s in %.1f ms", result.width, result.height, selection.name, total_ms)
@@ -255,6 +260,7 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
                   config: ServerConfig | None = None) -> tuple[StyleServer, int]:
     """Load the models and bind ``address`` (``"[::]:0"`` picks a free port); returns (server, port)."""
     config = config or ServerConfig()
+    release_freed_memory()  # process-wide: large freed blocks go back to the system (see malloc.py)
     if models_dir is not None:
         config.models_dir = models_dir
     registry = ModelRegistry.from_folder(config.models_dir, providers=config.providers, threads=config.threads,

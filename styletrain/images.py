@@ -4,6 +4,8 @@ Every image that enters styletrain (CLI, training data, the gRPC server) goes th
 ``open_image``: formats are restricted, the pixel count is checked from the header before decoding,
 and Pillow's decompression-bomb warning is an error. ``image_to_array`` / ``array_to_image`` are
 the only PIL <-> pixel conversion (torch-free, for the server); ``to_tensor`` / ``to_pil`` wrap them.
+``pixels_to_array`` / ``array_to_pixels`` do the same between uint8 (H, W, 3) arrays and floats, one
+conversion each way, for tiles and for the server's uint8 path.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ def open_image(
         raise UserError(f"{name} could not be decoded: {exc}") from None
 
 
+def image_size(data: bytes, *, formats: tuple[str, ...] = FORMATS) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable."""
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"image bytes are not a readable {'/'.join(formats)} image: {exc}") from None
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with 16/32-bit grayscale scaled down to 8 bits (Pillow's own conversion clips it to white)."""
     if image.mode.startswith("I"):  # I, I;16, I;16B, ...: one integer channel, 16-bit from PNGs
@@ -104,18 +115,38 @@ def resize_side(image: Image.Image, side: int) -> Image.Image:
 
 def image_to_array(image: Image.Image) -> np.ndarray:
     """PIL image -> float32 (1, 3, H, W) RGB in [0, 1]: the layout every model takes."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
+    return pixels_to_array(np.asarray(image.convert("RGB")))
+
+
+def pixels_to_array(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> float32 (1, 3, H, W) in [0, 1], converted once (no float temporaries)."""
+    out = np.empty((1, 3, *pixels.shape[:2]), dtype=np.float32)
+    np.divide(pixels.transpose(2, 0, 1), np.float32(255.0), out=out[0])
+    return out
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) float in [0, 1] -> PIL RGB; values clamped and NaN -> 0, so none wrap."""
+    return Image.fromarray(array_to_pixels(array))
+
+
+def array_to_pixels(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) float in [0, 1] -> uint8 (H, W, 3), written into ``out`` if given.
+
+    Values are clamped and NaN -> 0, so none wrap; ``array`` is not modified (one float copy is made).
+    """
     if array.ndim == 4:
         array = array[0]
     if array.ndim != 3 or array.shape[0] != 3:
         raise ValueError(f"expected an RGB array (1, 3, H, W) or (3, H, W); got shape {array.shape}")
-    array = np.clip(np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    return Image.fromarray((array.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8))
+    values = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)  # a copy: the caller's array stays as it was
+    np.clip(values, 0.0, 1.0, out=values)
+    values *= 255.0
+    values += 0.5
+    if out is None:
+        out = np.empty((*array.shape[1:], 3), dtype=np.uint8)
+    out[...] = values.transpose(1, 2, 0)  # truncates, as astype(uint8) does
+    return out
 
 
 def encode_image(image: Image.Image, format: str = "JPEG", quality: int = 90) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from styletrain.images import array_to_pixels, pixels_to_array
+
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                        [0.595716, -0.274453, -0.321263],
                        [0.211456, -0.522591, 0.311135]], dtype=np.float32)
@@ -40,3 +42,14 @@ def finish(stylized: np.ndarray, content: np.ndarray, *, strength: float | None 
     if preserve:
         stylized = preserve_color(stylized, content)
     return stylized
+
+
+def finish_pixels(stylized: np.ndarray, content: np.ndarray, *, strength: float | None = None,
+                  strength_method: str = "", preserve: bool = False) -> np.ndarray:
+    """``finish`` on uint8 (H, W, 3) pixels, as the server and ``Stylizer.__call__`` hold them;
+    the output is returned as it is when there is nothing to adjust."""
+    if not preserve and strength_method != "pixel":
+        return stylized
+    adjusted = finish(pixels_to_array(stylized), pixels_to_array(content), strength=strength,
+                      strength_method=strength_method, preserve=preserve)
+    return array_to_pixels(adjusted)

@@ -16,15 +16,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from styletrain.images import array_to_image, image_to_array
+from styletrain.images import array_to_pixels, pixels_to_array
 from styletrain.metadata import MIN_SIDE, ModelMetadata
-from styletrain.runtime.adjust import finish
+from styletrain.runtime.adjust import finish_pixels
 from styletrain.styles import with_strength
 
+WHOLE_RUN_BYTES_PER_PIXEL = 600
+"""Peak memory of a whole-image run per pixel when a backend knows no better: a width-16 net on
+onnxruntime's CPU provider measured 430-570 (``benchmarks/RESULTS.md``, "Serving memory")."""
 
 
 class RunCancelled(RuntimeError):
     """A run was stopped, or not started, because its ``RunOptions`` were cancelled."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """A model produced NaN or infinite values (a broken model: reported, never turned into black pixels)."""
 
 
 @dataclass
@@ -90,13 +97,28 @@ class Stylizer(abc.ABC):
 
     def __call__(self, image: Image.Image, style_weights: np.ndarray, *, strength: float | None = None,
                  preserve_color: bool = False) -> Image.Image:
-        """Stylize one PIL image with (N,) style weights, at ``strength`` (0..1; None: full), keeping
-        the photo's colours with ``preserve_color``."""
+        """Stylize one PIL image with (N,) style weights (``run_pixels``: large images in stages), at
+        ``strength`` (0..1; None: full), keeping the photo's colours with ``preserve_color``."""
+        pixels = np.asarray(image.convert("RGB"))
         weights, method = with_strength(self.style_names, style_weights, strength)
-        content = image_to_array(image)
-        output = self.run(content, weights)
-        return array_to_image(finish(output, content, strength=strength, strength_method=method,
-                                     preserve=preserve_color))
+        output = self.run_pixels(pixels, weights)
+        return Image.fromarray(finish_pixels(output, pixels, strength=strength, strength_method=method,
+                                             preserve=preserve_color))
+    def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
+                   options: RunOptions | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) RGB -> the stylized uint8 (H, W, 3), with (N,) weights: what the server runs.
+
+        Converted once each way. Backends that can run a large image in less memory override it
+        (``OnnxStylizer`` runs it in stages); ``memory_bytes`` says what a call costs.
+        """
+        output = self.run(pixels_to_array(pixels), style_weights, options=options)
+        if not np.isfinite(output).all():
+            raise NonFiniteOutput(f"{type(self).__name__} produced non-finite values")
+        return array_to_pixels(output)
+
+    def memory_bytes(self, height: int, width: int) -> int:
+        """Estimated peak memory (bytes) of ``run_pixels`` on a ``height`` x ``width`` image, model excluded."""
+        return height * width * WHOLE_RUN_BYTES_PER_PIXEL
 
     def warm_up(self, side: int = 64) -> None:
         """Run once so the first real request does not pay for kernel selection and allocation."""

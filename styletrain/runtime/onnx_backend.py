@@ -10,13 +10,15 @@ An exported model is one self-contained ``.onnx`` file (no external-data sidecar
   net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity).
 
 Importable without torch: the server runs on this module alone. onnxruntime's own ``RunOptions``
-(terminate flag, arena shrinkage) stay in here.
+(terminate flag, arena shrinkage) stay in here. Images above ``Staging.min_pixels`` run in stages
+(``styletrain.runtime.staged``) from sessions built on first use out of the loaded model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from onnx.external_data_helper import uses_external_data
 from styletrain.errors import UserError
 from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
+from styletrain.runtime.staged import DEFAULT_STAGING, StagePlan, Staging, Unsupported, plan_stages, run_bytes, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ def default_providers(device: str | None = None) -> list[str]:
 
 
 class OnnxStylizer(Stylizer):
-    """An exported model in one onnxruntime ``InferenceSession``.
+    """An exported model in one onnxruntime ``InferenceSession``, plus staged sessions for large images.
 
     ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). On the CPU
     provider alone, ``cpu_rewrite`` applies the exact rewrites of ``styletrain.runtime.cpu_graph``
@@ -99,12 +102,15 @@ class OnnxStylizer(Stylizer):
     arena grows for every new image size unless told to shrink: with ``shrink_arena`` every run
     gives back what it grew, so memory stays bounded over many sizes (measured in
     ``benchmarks/bench_serving.py --memory``). ``run`` is thread-safe (sessions allow concurrent runs).
+    ``staging`` (None: never) says which images ``run_pixels`` runs in stages, with memory that
+    grows by about 22 bytes per pixel instead of several hundred.
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
-                 *, memory_arena: bool = True, shrink_arena: bool = True, cpu_rewrite: bool = True) -> None:
+                 *, memory_arena: bool = True, shrink_arena: bool = True, cpu_rewrite: bool = True,
+                 staging: Staging | None = DEFAULT_STAGING) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -112,10 +118,12 @@ class OnnxStylizer(Stylizer):
         self.metadata = read_metadata(model)
         self.variant = self.metadata.extra.get("variant", {}).get("name", "fp32")
         providers = list(providers or default_providers())
+        original = model  # staging plans on the exported graph (the CPU rewrite changes its tail)
         if cpu_rewrite and providers == [CPU]:
             from styletrain.runtime.cpu_graph import rewrite_for_cpu
 
             model, _ = rewrite_for_cpu(model)
+        self._rewritten = model is not original
         self.style_names = list(self.metadata.style_names)
         self.conditional = WEIGHTS in {i.name for i in model.graph.input}
         options = ort.SessionOptions()
@@ -132,6 +140,12 @@ class OnnxStylizer(Stylizer):
         self.device = "cuda" if CUDA in self.providers else "cpu"
         self._shrink = ";".join(device for provider, device in ((CPU, "cpu:0"), (CUDA, "gpu:0"))
                                 if memory_arena and shrink_arena and provider in self.providers)
+        self.staging = staging
+        self._model: onnx.ModelProto | None = original if staging is not None else None
+        self._threads = threads
+        self._stage_plan: StagePlan | None = None
+        self._stage_sessions: list[Any] | None = None
+        self._lock = threading.Lock()
         log.debug("loaded %s (%s) on %s", self.path.name, ", ".join(self.style_names), self.providers)
 
     def run(self, batch: np.ndarray, style_weights: np.ndarray, *,
@@ -139,21 +153,120 @@ class OnnxStylizer(Stylizer):
         images = np.ascontiguousarray(batch, dtype=np.float32)
         weights = batch_weights(style_weights, images.shape[0], len(self.style_names))
         feeds = {IMAGE: images, **({WEIGHTS: weights} if self.conditional else {})}
+        return self._run_session(self.session, [OUTPUT], feeds, options or RunOptions(), self._run_options())[0]
+
+    def run_pixels(self, pixels: np.ndarray, style_weights: np.ndarray, *,
+                   options: RunOptions | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) -> uint8 (H, W, 3): whole-image up to ``staging.min_pixels``, in stages above."""
+        staged = self._stages(*pixels.shape[:2])
+        if staged is None:
+            return super().run_pixels(pixels, style_weights, options=options)
+        plan, sessions = staged
+        weights = batch_weights(style_weights, 1, len(self.style_names))
+        feeds = {WEIGHTS: weights} if self.conditional else {}
         options = options or RunOptions()
-        run_options = self._run_options()
+        shrink = "cpu:0" if _shared_cpu_arena() and CPU in self.providers else ""
+        return run_stages(plan, sessions, lambda session, outputs, inputs, last: self._run_session(
+            session, outputs, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
+
+    def memory_bytes(self, height: int, width: int) -> int:
+        """Estimated peak memory of ``run_pixels`` (``staged.run_bytes``; whole-image for unsupported graphs)."""
+        plan = self._plan()
+        if plan is None:
+            return super().memory_bytes(height, width)
+        estimate = run_bytes(plan, self.staging, height, width)
+        if self._rewritten and not (self.staging and self.staging.applies(height, width)):
+            # the plan sizes the exported graph; the CPU rewrite's full-resolution tail (27 channels,
+            # then slices) can hold more: measured 460 B/px on a tiny net, so charge the generic bound
+            estimate = max(estimate, super().memory_bytes(height, width))
+        return estimate
+
+    def warm_up(self, side: int = 64) -> None:
+        """Run once, and build the staged sessions now rather than on the first large image."""
+        super().warm_up(side)
+        if self.staging is not None:
+            self._stages(self.staging.min_pixels + 1, 1)
+
+    def _stages(self, height: int, width: int) -> tuple[StagePlan, list[Any]] | None:
+        """The stage plan and its sessions if an image of this size runs in stages (built once), else None."""
+        if self.staging is None or not self.staging.applies(height, width):
+            return None
+        plan = self._plan()
+        if plan is None:
+            return None
+        with self._lock:
+            if self._stage_sessions is None:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # One arena for all stage sessions (each would keep its own), else none at all.
+                if _shared_cpu_arena():
+                    options.add_session_config_entry("session.use_env_allocators", "1")
+                else:
+                    options.enable_cpu_mem_arena = False
+                if self._threads is not None:
+                    options.intra_op_num_threads = self._threads
+                options.inter_op_num_threads = 1
+                # 22-odd sessions take turns: a finished one's threads must not spin while the next runs.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._stage_sessions = [ort.InferenceSession(stage.model, sess_options=options,
+                                                             providers=self.providers) for stage in plan.stages]
+            return plan, self._stage_sessions
+
+    def _plan(self) -> StagePlan | None:
+        """The stage plan (made once), or None without staging or for a graph the planner does not support."""
+        with self._lock:
+            if self._stage_plan is None and self._model is not None:
+                try:
+                    self._stage_plan = plan_stages(self._model, tile_bytes=self.staging.tile_bytes)
+                except Unsupported as exc:
+                    log.warning("%s runs whole-image only, at any size: %s", self.path.name, exc)
+                self._model = None  # the plan holds what it needs
+            return self._stage_plan
+
+    def _run_session(self, session: Any, outputs: list[str], feeds: dict[str, np.ndarray], options: RunOptions,
+                     run_options: Any) -> list[np.ndarray]:
+        """One session run that ``options.cancel()`` interrupts (onnxruntime's terminate flag)."""
         with options.interrupts(lambda: setattr(run_options, "terminate", True)):
             try:
-                return self.session.run([OUTPUT], feeds, run_options)[0]
+                return session.run(outputs, feeds, run_options)
             except Exception as exc:
                 if options.cancelled:
                     raise RunCancelled(f"{self.path.name}: run stopped because the call ended") from exc
                 raise
 
-    def _run_options(self) -> Any:
-        """Fresh ``onnxruntime.RunOptions`` for one run, with arena shrinkage when enabled."""
+    def _run_options(self, *, devices: str | None = None) -> Any:
+        """Fresh ``onnxruntime.RunOptions`` for one run that shrinks the arenas of ``devices`` (None:
+        this session's, when enabled; "": none) at its end."""
         import onnxruntime as ort
 
         run_options = ort.RunOptions()
-        if self._shrink:
-            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink)
+        devices = self._shrink if devices is None else devices
+        if devices:
+            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
         return run_options
+
+
+_arena_lock = threading.Lock()
+_arena_registered: bool | None = None
+
+
+def _shared_cpu_arena() -> bool:
+    """Register one CPU memory arena that every staged session shares (once per process); False if
+    onnxruntime refuses. Grown by the tiles of a stage, shrunk after its last tile."""
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered is None:
+            import onnxruntime as ort
+
+            config = ort.OrtArenaCfg({"max_mem": 0, "arena_extend_strategy": 1, "initial_chunk_size_bytes": 2**20,
+                                      "max_dead_bytes_per_chunk": -1, "initial_growth_chunk_size_bytes": 2**20})
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            try:
+                ort.create_and_register_allocator(info, config)
+                _arena_registered = True
+            except Exception as exc:  # onnxruntime raises its own types
+                log.warning("no shared CPU arena for staged runs (%s); they run without one", exc)
+                _arena_registered = False
+        return _arena_registered
