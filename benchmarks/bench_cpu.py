@@ -157,6 +157,7 @@ def main() -> None:
 
     from styletrain.export import export_net
     from styletrain.images import array_to_image, image_to_array
+    from styletrain.metadata import ModelMetadata
     from styletrain.runtime.onnx_backend import CPU, OnnxStylizer
     from styletrain.runtime.pixel_io import PIXELS, with_uint8_io
     from styletrain.runtime.torch_backend import TorchStylizer
@@ -184,7 +185,7 @@ def main() -> None:
     copy_weights(net, example)
 
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_net(net, {"style_names": ["style0"]}, Path(tmp) / "bench.onnx", check=True)
+        fp32 = export_net(net, ModelMetadata(style_names=["style0"]), Path(tmp) / "bench.onnx", check=True)
         backends: dict[str, Callable[[np.ndarray], object]] = {}
         backends["example"] = lambda x: example(torch.from_numpy(x) * 255.0)
         plain = OnnxStylizer(fp32, providers=[CPU], threads=args.threads, cpu_rewrite=False)
@@ -207,7 +208,7 @@ def main() -> None:
         else:
             print(f"# int8: not measured (no calibration photos at {args.calibration_dir})")
         if facts.bf16:
-            bf16 = TorchStylizer(net, {"style_names": ["style0"]}, precision="bf16")
+            bf16 = TorchStylizer(net, ModelMetadata(style_names=["style0"]), precision="bfloat16")
             backends["torch bf16"] = lambda x: bf16.run(x, one)
         else:
             print("# torch bf16: not measured (this CPU lacks avx512_bf16 / amx_bf16; emulated bf16 is slower)")
