@@ -6,8 +6,10 @@ them can be imported as ``conftest``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import torch
@@ -47,3 +49,12 @@ def write_images(folder: Path, count: int, size: int = 48, seed: int = 0) -> lis
         paths.append(folder / f"img{i}.png")
         image.save(paths[-1])
     return paths
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    """The gRPC status code a call ends with (OK if it returns)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK

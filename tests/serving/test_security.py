@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from PIL import Image
 
+from support import code_of
 from serving import security
 from serving.client import StyleClient, make_request
 from serving.config import add_arguments, config_from_args
@@ -72,13 +73,6 @@ def small_png() -> bytes:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
 
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 def reflection_services(channel: grpc.Channel, version: str = "v1alpha",

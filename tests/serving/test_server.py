@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
 
+from support import code_of
 from serving.client import StyleClient, make_request
 from serving.pipeline import MAX_MESSAGE_CHARS, Failure
 from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
@@ -62,13 +63,6 @@ def slow_down(server: StyleServer, seconds: float, entered: threading.Event | No
             return _run(*args, **kwargs)
         stylizer.run = slow_run  # type: ignore[method-assign]
 
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 # ---------------------------------------------------------------------------------------------

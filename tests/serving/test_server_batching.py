@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from support import code_of
 from serving.client import make_request
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.models import ModelRegistry, choose_backend
@@ -54,13 +55,6 @@ def alone(onnx_path: Path, image: bytes, weights: list[float]) -> np.ndarray:
     stylizer = load_stylizer(onnx_path, threads=1)
     return np.asarray(stylizer(open_image(image), np.array(weights, dtype=np.float32))).astype(int)
 
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 @dataclass
