@@ -100,7 +100,7 @@ def export_net(
     model = program.model_proto
     export_info: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo",
                                    "torch": torch.__version__, "onnx": onnx.__version__}
-    _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
+    set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -115,7 +115,7 @@ def export_net(
             tmp.write_bytes(model.SerializeToString())
             diff = check_parity(net, tmp, tolerance=tolerance)
             export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
-            _set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
+            set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
         tmp.write_bytes(model.SerializeToString())
         umask = os.umask(0)
         os.umask(umask)
@@ -178,9 +178,10 @@ def _quiet(*loggers: str) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def _set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """Store the metadata as JSON under ``metadata_props["styletrain"]`` (replacing any old entry)."""
-    props = [p for p in model.metadata_props if p.key != METADATA_KEY]
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+    """Store the metadata as JSON under ``metadata_props["styletrain"]``, replacing any old entry
+    and the quantiser's ``onnx.*`` bookkeeping entries (used by export and ``styletrain quantize``)."""
+    props = [p for p in model.metadata_props if p.key != METADATA_KEY and not p.key.startswith("onnx.")]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in props},

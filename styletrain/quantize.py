@@ -22,7 +22,6 @@ on the CPU: see ``styletrain.runtime.variants``, which picks the file to load.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -36,8 +35,9 @@ from onnx import numpy_helper
 
 from styletrain.errors import UserError
 from styletrain.images import open_image, resize_short_side
+from styletrain.export import set_metadata
 from styletrain.runtime.cpu_graph import rewrite_for_cpu
-from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, load_model, read_metadata
+from styletrain.runtime.onnx_backend import CPU, IMAGE, OUTPUT, WEIGHTS, load_model, read_metadata
 from styletrain.runtime.variants import variant_path
 
 log = logging.getLogger(__name__)
@@ -255,16 +255,6 @@ def quantize_model(
     log.info("wrote %s: %d int8 convs, mean |diff| vs fp32 %.2f / 255 on %d %s",
              output, len(chosen), variant["check"]["mean_abs_diff_255"], len(held_out), checked_on)
     return output
-
-
-def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """Replace the styletrain metadata entry (and drop the quantiser's bookkeeping entries)."""
-    props = [p for p in model.metadata_props if p.key != METADATA_KEY and not p.key.startswith("onnx.")]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    onnx.helper.set_model_props(model, {**{p.key: p.value for p in props},
-                                        METADATA_KEY: json.dumps(metadata, default=str, sort_keys=True)})
-    model.producer_name = "styletrain"
 
 
 def _write(model: onnx.ModelProto, output: Path) -> None:

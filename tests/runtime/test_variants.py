@@ -12,7 +12,7 @@ import torch
 
 from serving.models import ModelRegistry
 from styletrain.errors import UserError
-from styletrain.quantize import set_metadata
+from styletrain.export import set_metadata
 from styletrain.runtime import load_stylizer
 from styletrain.runtime.onnx_backend import load_model, read_metadata
 from styletrain.runtime.torch_backend import TorchStylizer, default_precision
