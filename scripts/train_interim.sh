@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Trains the interim CPU models of checkpoints/ (configs/interim/*.yaml) one after another, then
-# exports each to checkpoints/NAME.onnx. Resumable: rerunning continues from runs/interim/*/last.ckpt.
+# Trains the interim CPU models of checkpoints/ (configs/interim/*.yaml) in two one-thread lanes:
+# the 13-style net in one, the four single-style nets one after another in the other.
+# Every run stops after a time limit and saves runs/interim/NAME/last.ckpt; rerunning the script
+# continues each model from there (until the recipe's max-steps).
+#   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 100 and 25)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-for name in ${@:-mosaic multistyle starry_night_crop the_scream wave_crop}; do
-    styletrain train --config "configs/interim/$name.yaml" --no-progress
-done
+venv=$(scripts/env.sh)
+export OMP_NUM_THREADS=1
+minutes() { printf '00:%02d:%02d:00' $(($1 / 60)) $(($1 % 60)); }
+train() { "$venv/bin/styletrain" train --config "configs/interim/$1.yaml" --no-progress --max-time "$2"; }
+multi=$(minutes "${1:-100}") single=$(minutes "${2:-25}")
+mkdir -p runs/interim
+train multistyle "$multi" >runs/interim/multistyle.log 2>&1 &
+(for name in mosaic starry_night_crop the_scream wave_crop; do
+    train "$name" "$single" >"runs/interim/$name.log" 2>&1
+done) &
+wait

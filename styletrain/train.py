@@ -124,7 +124,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         log_every_n_steps=min(50, options.val_every),
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # optimizer and loop state too, to resume
     return last
 
 
