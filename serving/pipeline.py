@@ -122,7 +122,7 @@ def run(selection: Selection, pixels: np.ndarray, options: RunOptions) -> tuple[
     except Exception as exc:
         if isinstance(exc, RunCancelled) or options.cancelled:
             raise Failure(grpc.StatusCode.CANCELLED, "call ended before inference finished") from None
-        raise _inference_failed(selection, exc) from None
+        raise internal_error(f"inference failed on model {selection.name}", exc) from None
     run_ms = (time.perf_counter() - start) * 1000
     return _finished(selection, result, pixels), run_ms
 
@@ -153,19 +153,18 @@ def run_batched(batcher: Batcher, selection: Selection, pixels: np.ndarray, opti
     except BatcherClosed as exc:
         raise Failure(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
     except Exception as exc:
-        raise _inference_failed(selection, exc) from None
+        raise internal_error(f"inference failed on model {selection.name}", exc) from None
     if not np.isfinite(batched.image).all():
         raise _non_finite(selection)
     result = _finished(selection, array_to_pixels(batched.image), pixels)
     return result, batched.run_ms / batched.batch_size, batched.queue_ms, batched.batch_size
 
 
-def _inference_failed(selection: Selection, exc: Exception) -> Failure:
-    """INTERNAL with an error id; the runtime's message (graph nodes, shapes) goes to the log only."""
+def internal_error(what: str, exc: Exception) -> Failure:
+    """INTERNAL with an error id; the exception (graph nodes, shapes, paths) goes to the log only."""
     error_id = uuid.uuid4().hex[:8]
-    log.error("inference failed on %s (error id %s)", selection.name, error_id, exc_info=exc)
-    return Failure(grpc.StatusCode.INTERNAL,
-                   f"inference failed on model {selection.name} (error id {error_id} in the server log)")
+    log.error("%s (error id %s)", what, error_id, exc_info=exc)
+    return Failure(grpc.StatusCode.INTERNAL, f"{what} (error id {error_id} in the server log)")
 
 
 def _non_finite(selection: Selection) -> Failure:

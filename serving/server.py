@@ -118,7 +118,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 """The frame's reply; None once the call has ended."""
                 try:
                     response = self._stylize(frame.request, context, options)
-                    response = self._stylize(frame.request, context, options)
                     self.metrics.served("StylizeStream", response)
                     return pb.StylizeStreamResponse(frame_id=frame.frame_id, response=response)
                 except Failure as failure:
@@ -141,7 +140,17 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     def _stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext,
                  options: RunOptions) -> pb.StylizeResponse:
-        """One image: select, admit, decode, run, encode. Raises ``Failure``."""
+        """One image: select, admit, decode, run, encode. Raises ``Failure`` only: anything unexpected
+        becomes INTERNAL with an error id, its details in the log, never in the reply."""
+        try:
+            return self._stylize_steps(request, context, options)
+        except Failure:
+            raise
+        except Exception as exc:
+            raise pipeline.internal_error("request failed", exc) from None
+
+    def _stylize_steps(self, request: pb.StylizeRequest, context: grpc.ServicerContext,
+                       options: RunOptions) -> pb.StylizeResponse:
         start = time.perf_counter()
         output = pipeline.output_options(request.options, min_side=self.config.min_side)
         selection = pipeline.select(self.registry, request)

@@ -265,6 +265,46 @@ def test_inference_errors_do_not_leak_runtime_internals(start_server: Callable[.
     assert logged and "/encoder/conv1/Conv" in logged[0].exc_text
 
 
+def test_unexpected_errors_outside_inference_do_not_leak_either(start_server: Callable[..., Live],
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A bug anywhere in a request (here the encoder) is INTERNAL with an error id, in a call and in a
+    stream frame, instead of gRPC's "Exception calling application: <the exception's text>"."""
+    live = start_server()
+
+    def broken_encode(*args: object) -> bytes:
+        raise OSError("/srv/secret/path/libwebp.so: cannot open shared object file")
+
+    monkeypatch.setattr("serving.pipeline.encode_image", broken_encode)
+    with caplog.at_level(logging.ERROR, logger="serving"):
+        with pytest.raises(grpc.RpcError) as info:
+            live.client.stylize(encode(32, 32), style="candy")
+        [frame] = live.client.stream(iter([(7, make_request(encode(32, 32), style="candy"))]))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    for details in (info.value.details(), frame.error.message):
+        assert re.fullmatch(r"request failed \(error id \w+ in the server log\)", details), details
+    assert frame.error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert sum("libwebp.so" in (r.exc_text or "") for r in caplog.records) == 2
+
+
+def test_each_stream_frame_runs_the_model_once(start_server: Callable[..., Live]) -> None:
+    runs: list[tuple[int, ...]] = []
+
+    def count_runs(server: StyleServer) -> None:
+        for stylizer in server.registry.models.values():
+            def counted(pixels: np.ndarray, *args: object, _run: Callable = stylizer.run_pixels,
+                        **kwargs: object) -> np.ndarray:
+                runs.append(pixels.shape)
+                return _run(pixels, *args, **kwargs)
+            stylizer.run_pixels = counted  # type: ignore[method-assign]
+
+    live = start_server(before_start=count_runs)
+    runs.clear()  # warm-up runs
+    frames = [(i, make_request(encode(32 + i, 32), style="candy")) for i in range(5)]
+    assert len(list(live.client.stream(iter(frames)))) == 5
+    assert sorted(runs) == [(32, 32 + i, 3) for i in range(5)]
+
+
 def test_blend_errors_are_short_whatever_the_client_sends(live: Live) -> None:
     """Issue 9.5: long unknown names are echoed cut and counted, and the number of entries is capped,
     so the message never outgrows gRPC's trailer limit (which the client would see as RESOURCE_EXHAUSTED)."""
