@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import os
 import platform
 import re
@@ -46,16 +45,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,6 +60,7 @@ from styletrain.checkpoint import save_transformer  # noqa: E402
 from styletrain.metadata import ModelMetadata  # noqa: E402
 from styletrain.runtime.torch_backend import TorchStylizer  # noqa: E402
 from styletrain.transformer import TransformerNet  # noqa: E402
+from photos import photo_jpeg  # noqa: E402  (benchmarks/photos.py)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -87,15 +84,6 @@ def throughput(fn: Callable[[], object], images_per_call: int, *, seconds: float
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-def jpeg(width: int, height: int, seed: int = 0) -> bytes:
-    """Smooth noise: compresses like a photo rather than like white noise."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def table(header: list[str], rows: list[list[str]]) -> None:
@@ -320,8 +308,8 @@ def through_grpc(net: TransformerNet, meta: ModelMetadata, args: argparse.Namesp
         except Exception as exc:
             print(f"## gRPC: skipped: could not export the .onnx the server loads ({type(exc).__name__}: {exc})\n")
             return
-        image = jpeg(args.grpc_size, args.grpc_size)
-        frames = [jpeg(stream_w, stream_h, seed=i) for i in range(8)]
+        image = photo_jpeg(args.grpc_size, args.grpc_size)
+        frames = [photo_jpeg(stream_w, stream_h, seed=i) for i in range(8)]
         warm = ["--warm-sizes", f"{args.grpc_size}x{args.grpc_size}", f"{stream_w}x{stream_h}"]
         slots = str(max(args.clients) + args.max_batch)
         configs = {

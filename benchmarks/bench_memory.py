@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from photos import photo_jpeg  # benchmarks/photos.py
+
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
@@ -56,15 +58,6 @@ def reset_peak(pid: int | str) -> None:
 def flat_webp(side: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (200, 40, 30)).save(buffer, format="WEBP", lossless=True)
-    return buffer.getvalue()
-
-
-def photo_jpeg(width: int, height: int, seed: int = 0) -> bytes:
-    """Smooth noise (compresses like a photo)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(1, height // 16), max(1, width // 16), 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -132,7 +125,7 @@ def case_bomb(srv: Server) -> list[str]:
 
 
 def case_limit(srv: Server) -> list[str]:
-    data = [photo_jpeg(4000, 4000, seed) for seed in (1, 2)]
+    data = [photo_jpeg(4000, 4000, seed, block=16) for seed in (1, 2)]
 
     def two() -> list[str]:
         with futures.ThreadPoolExecutor(2) as pool:
@@ -151,7 +144,7 @@ def case_random(srv: Server) -> list[str]:
     reset_peak(pid)
     start = time.perf_counter()
     for i, (w, h) in enumerate(sizes, 1):
-        codes.append(stylize(srv.address, photo_jpeg(w, h, seed=i), style=("mosaic", "candy")[i % 2]))
+        codes.append(stylize(srv.address, photo_jpeg(w, h, seed=i, block=16), style=("mosaic", "candy")[i % 2]))
         if i in (10, 30, 60):
             marks[i] = status(pid, "VmRSS")
     ok = sum(c == "OK" for c in codes)

@@ -20,7 +20,6 @@ CPU memory arena on and off (fresh process each).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -33,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from photos import photo_jpeg  # benchmarks/photos.py
 
 
 def timings(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -51,15 +51,6 @@ def summary(ms: list[float]) -> dict[str, float]:
     ordered = sorted(ms)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"p50": statistics.median(ordered), "p95": p95, "ips": 1000 / statistics.fmean(ordered)}
-
-
-def jpeg(side: int, seed: int = 0) -> bytes:
-    # smooth noise: compresses like a photo rather than like white noise
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((side, side), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def rss_mb() -> float:
@@ -149,7 +140,7 @@ def main() -> None:
         try:
             for side in args.sizes:
                 repeats = args.repeats if side < 1024 else min(args.repeats, 3)
-                image = jpeg(side)
+                image = photo_jpeg(side, side)
                 x = image_to_array(open_image(image))
                 results: dict[str, dict[str, float]] = {}
                 if "torch" not in args.skip:

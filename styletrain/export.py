@@ -106,25 +106,33 @@ def export_net(
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
 
+    if check:
+        with tempfile.TemporaryDirectory(prefix="styletrain-export-") as tmp:
+            candidate = Path(tmp) / "model.onnx"
+            candidate.write_bytes(model.SerializeToString())
+            diff = check_parity(net, candidate, tolerance=tolerance)
+        export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
+        set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
+    write_model(model, output)
+    log.info("wrote %s (%.1f MB)", output, output.stat().st_size / 1e6)
+    return output
+
+
+def write_model(model: onnx.ModelProto, output: Path) -> None:
+    """Write ``output`` atomically (a server loading the folder never sees half a file), with a
+    normal file's mode (``mkstemp`` makes files private)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if check:
-            tmp.write_bytes(model.SerializeToString())
-            diff = check_parity(net, tmp, tolerance=tolerance)
-            export_info.update(parity_max_abs_diff=diff, parity_tolerance=tolerance)
-            set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
         tmp.write_bytes(model.SerializeToString())
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
+        tmp.chmod(0o666 & ~umask)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%.1f MB)", output, output.stat().st_size / 1e6)
-    return output
 
 
 def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,

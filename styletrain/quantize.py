@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from onnx import numpy_helper
 
 from styletrain.errors import UserError
 from styletrain.images import open_image, resize_short_side
-from styletrain.export import set_metadata
+from styletrain.export import set_metadata, write_model
 from styletrain.runtime.cpu_graph import rewrite_for_cpu
 from styletrain.runtime.onnx_backend import CPU, IMAGE, OUTPUT, WEIGHTS, load_model, read_metadata
 from styletrain.runtime.variants import variant_path
@@ -251,23 +250,7 @@ def quantize_model(
     }
     set_metadata(result, {**metadata, "variant": variant})
     onnx.checker.check_model(result)
-    _write(result, output)
+    write_model(result, output)
     log.info("wrote %s: %d int8 convs, mean |diff| vs fp32 %.2f / 255 on %d %s",
              output, len(chosen), variant["check"]["mean_abs_diff_255"], len(held_out), checked_on)
     return output
-
-
-def _write(model: onnx.ModelProto, output: Path) -> None:
-    """Write atomically with a normal file mode (as ``styletrain export`` does)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tmp.write_bytes(model.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
