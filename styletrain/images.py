@@ -62,8 +62,10 @@ def open_image(
         raise
     except UnidentifiedImageError:
         raise UserError(f"{name} is not a readable {'/'.join(formats)} image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        # Pillow refuses from the header alone, before our own limit: say so the way ours does
+        raise UserError(f"{name} is too large to decode safely ({exc}); resize it first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{name} could not be decoded: {exc}") from None
 
 
