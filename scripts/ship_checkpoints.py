@@ -1,5 +1,8 @@
 """Copy trained runs into checkpoints/: a slim .ckpt (weights + metadata) and a checked .onnx each.
 
+Both hold the weights in float16 (the .onnx computes in float32 from them, losslessly), which keeps
+the five width-32 models under the 60 MB that checkpoints/ may take.
+
     python scripts/ship_checkpoints.py runs/interim --names multistyle mosaic starry_night_crop the_scream wave_crop
 """
 
@@ -7,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import torch
 
 from styletrain.checkpoint import save_slim
 from styletrain.export import export_onnx
@@ -19,7 +24,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
     args = parser.parse_args()
     for name in args.names:
-        slim = save_slim(args.runs / name / "last.ckpt", args.out / f"{name}.ckpt")
+        slim = save_slim(args.runs / name / "last.ckpt", args.out / f"{name}.ckpt", dtype=torch.float16)
         onnx_path = export_onnx(slim, args.out / f"{name}.onnx")
         print(f"{name}: {slim} ({slim.stat().st_size / 1e6:.1f} MB), {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
 

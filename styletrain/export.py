@@ -27,6 +27,7 @@ import onnx
 from styletrain.errors import UserError
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
+from styletrain.runtime.onnx_weights import pack_float16
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def export_net(
     model = program.model_proto
     export_info: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo",
                                    "torch": torch.__version__, "onnx": onnx.__version__}
+    packed = pack_float16(model)  # lossless: only weights that are float16 values (float16 slim checkpoints)
+    if packed:
+        export_info["float16_weights"] = packed
     set_metadata(model, dataclasses.replace(metadata, export=export_info).to_dict())
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -7,7 +7,8 @@ An exported model is one self-contained ``.onnx`` file (no external-data sidecar
   validated and normalised in Python (``styletrain.styles.style_weights``), never in the graph;
 - output ``output``: float32 RGB in [0, 1], same shape as ``image``;
 - metadata: ``metadata_props["styletrain"]`` is the checkpoint's metadata as JSON (style names,
-  net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity).
+  net config, loss and training settings) plus an ``export`` entry (opset, exporter, parity);
+- weights: float32, or float16 + Cast where that is lossless (``styletrain.runtime.onnx_weights``).
 
 Importable without torch: the server runs on this module alone. onnxruntime's own ``RunOptions``
 (terminate flag, arena shrinkage) stay in here. Images above ``Staging.min_pixels`` run in stages
@@ -31,6 +32,7 @@ from styletrain.errors import UserError
 from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
 from styletrain.runtime.staged import DEFAULT_STAGING, StagePlan, Staging, Unsupported, plan_stages, run_bytes, run_stages
+from styletrain.runtime.onnx_weights import unpack_float16
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
-    """Read an exported model, refusing files that reference external data or lack our metadata."""
+    """Read an exported model, refusing files that reference external data or lack our metadata;
+    weights stored as float16 come back as the float32 graph (``runtime.onnx_weights``)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
@@ -58,7 +61,7 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     inputs = [i.name for i in model.graph.input]
     if IMAGE not in inputs or [o.name for o in model.graph.output] != [OUTPUT]:
         raise UserError(f"{path} has inputs {inputs}; expected {IMAGE!r} (and {WEIGHTS!r}) -> {OUTPUT!r}")
-    return model
+    return unpack_float16(model)
 
 
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
