@@ -2,7 +2,7 @@
 
 gallery.png: the demo photos (rows) x the multi-style model's styles (columns), then the
 single-style models. blend.png: one photo going from style A to style B in 6 weight steps, then a
-4-style mix.
+4-style mix; and, when the multi-style model has an ``identity`` row, style B at 5 strengths.
 
     python scripts/render_gallery.py --models checkpoints --content ../shared/data/content --out docs
 """
@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from styletrain.images import open_image, resize_max_side
 from styletrain.runtime import load_stylizer
-from styletrain.styles import style_weights
+from styletrain.styles import IDENTITY, style_weights, with_strength
 
 LABEL = 16  # label strip height
 
@@ -59,10 +59,11 @@ def main() -> None:
     singles = {name: m for name, m in models.items() if len(m.style_names) == 1}
     photos = {p.stem: resize_max_side(open_image(p), args.side) for p in sorted(args.content.glob("*.jpg"))}
 
+    styles = [s for s in multi.style_names if s != IDENTITY]
     rows = []
     for name, photo in photos.items():
         row = [tile(photo, name)]
-        row += [tile(multi(photo, style_weights(multi.style_names, style=s)), s) for s in multi.style_names]
+        row += [tile(multi(photo, style_weights(multi.style_names, style=s)), s) for s in styles]
         row += [tile(m(photo, np.ones(1, np.float32)), f"{n} (IN)") for n, m in singles.items()]
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,13 @@ def main() -> None:
     mix = args.mix.split(",")
     row.append(tile(multi(photo, style_weights(multi.style_names, blend=dict.fromkeys(mix, 0.25))),
                     "mix " + "+".join(s[:6] for s in mix), 240))
-    sheet([row]).save(args.out / "blend.png", optimize=True)
+    rows = [row]
+    if IDENTITY in multi.style_names:  # strength through the identity row, one pass each
+        full = style_weights(multi.style_names, style=b)
+        rows.append([tile(photo, "photo", 240)] + [
+            tile(multi(photo, with_strength(multi.style_names, full, s)[0]), f"{b[:10]} strength {s:.2f}", 240)
+            for s in (0.0, 0.25, 0.5, 0.75, 1.0)])
+    sheet(rows).save(args.out / "blend.png", optimize=True)
     print(f"wrote {args.out / 'gallery.png'} and {args.out / 'blend.png'}")
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from serving.client import StyleClient, make_request
 from styletrain.errors import UserError
-from styletrain.styles import style_weights
+from styletrain.styles import IDENTITY, style_weights
 from styletrain.v1 import styletrain_pb2 as pb
 
 __all__ = ["INSTALL_HINT", "Demo", "DemoError", "VideoStream", "build_app", "import_gradio", "launch"]
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "the demo needs Gradio: pip install 'styletrain[demo]'"
 DEFAULT_MAX_SIDE = 512
+IDENTITY_INFO = "no style: raise it to weaken the others (style strength)"
 VIDEO_CALL_SECONDS = 60.0
 """Deadline of one ``StylizeStream`` call; a longer video opens the next call on its own. It bounds
 how long a tab closed mid-video holds one of the server's stream slots (Gradio keeps a closed tab's
@@ -246,6 +247,7 @@ def build_app(demo: Demo) -> Any:
                         start = len(sliders)
                         for i, style in enumerate(styles):
                             sliders.append(gr.Slider(0, 1, value=1.0 if i == 0 else 0.0, step=0.05, label=style,
+                                                     info=IDENTITY_INFO if style == IDENTITY else None,
                                                      elem_id=f"weight-{name}-{style}"))
                         offsets[name] = slice(start, len(sliders))
                 max_side = gr.Slider(64, 2048, value=DEFAULT_MAX_SIDE, step=32, label="Longest side (px)",

@@ -33,7 +33,7 @@ from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.reference import objectives
 from styletrain.reference.optimize import optimize
 from styletrain.runtime.base import Stylizer
-from styletrain.styles import style_name
+from styletrain.styles import IDENTITY, style_name
 from styletrain.vgg import WeightsSpec
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,20 @@ def evaluate(
     variants: Mapping[str, Stylizer] | None = None,
 ) -> list[EvalRow]:
     """Score the checkpoint's fast net against Gatys (L-BFGS from the photo, ``steps`` iterations)
-    on each photo (longer side at most ``size``) and style (default: all of the checkpoint's).
+    on each photo (longer side at most ``size``) and style (default: all of the checkpoint's but the
+    ``identity`` row, which has no style to score).
 
     ``variants`` (name -> a ``Stylizer`` of the same net, e.g. an int8 export) are scored too.
     """
     net, meta = load_transformer(checkpoint)
     names = meta.style_names
-    chosen = list(styles) if styles else names
+    chosen = list(styles) if styles else [n for n in names if n != IDENTITY]
     unknown = [s for s in chosen if s not in names]
     if unknown:
         raise UserError(f"unknown style(s) {unknown}; the checkpoint holds {names}")
+    if IDENTITY in chosen:
+        raise UserError(f"the {IDENTITY!r} row reproduces the photo (it is there for --strength); "
+                        "there is no style to score it against")
     if not photos:
         raise UserError("give at least one photo")
     config = loss_config(meta)

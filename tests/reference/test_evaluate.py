@@ -67,6 +67,15 @@ def test_style_images_are_found_by_name(tmp_path) -> None:
         evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["starry"], steps=0, weights=weights_path())
 
 
+def test_the_identity_row_is_left_out_since_it_has_no_style(tmp_path) -> None:
+    net, meta = load_transformer(make_checkpoint(tmp_path / "multi.ckpt", ["mosaic", "udnie", "identity"]))
+    ckpt = save_transformer(net, replace(meta, style_size=64), tmp_path / "net.ckpt")
+    rows = evaluate(ckpt, [CONTENT / "amber.jpg"], style_dir=STYLES, steps=0, size=32, weights=weights_path())
+    assert [r.style for r in rows] == ["mosaic", "udnie"]
+    with pytest.raises(UserError, match="'identity' row reproduces the photo"):
+        evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["identity"], style_dir=STYLES, steps=0, weights=weights_path())
+
+
 def test_variants_are_scored_against_the_same_gatys_result(tmp_path, trained) -> None:
     from styletrain.runtime.torch_backend import TorchStylizer
 
