@@ -1,6 +1,9 @@
 """Print markdown tables describing shipped checkpoints and their `styletrain evaluate` results.
 
-    python scripts/describe_checkpoints.py checkpoints --evals runs/eval
+    python scripts/describe_checkpoints.py checkpoints --evals checkpoints/eval [--previous OLD_EVAL_DIR]
+
+With ``--previous``, also the fast totals of the models these replace, scored the same way (a model
+ships only where it is better), and the multi-style net against the single-style nets.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--evals", type=Path, help="folder of NAME.json files written by styletrain evaluate")
+    parser.add_argument("--previous", type=Path, help="the same for the models these replace")
     args = parser.parse_args()
 
     print("| model | styles | net | crops | style size | batch | steps | train time | hardware | recipe |")
@@ -43,10 +47,38 @@ def main() -> None:
         for row in result["rows"]:
             by_style[row["style"]].append(row)
         for style, rows in by_style.items():
-            mean = lambda key: sum(r[key]["total"] for r in rows) / len(rows)  # noqa: E731
             ratios = [r["ratio"] for r in rows]
             print(f"| `{path.stem}` | {style} | {len(rows)} | {result['steps']} | {result['size']} | "
-                  f"{mean('fast'):.3g} | {mean('gatys'):.3g} | {sum(ratios) / len(ratios):.2f}, {max(ratios):.2f} |")
+                  f"{mean_total(rows, 'fast'):.3g} | {mean_total(rows, 'gatys'):.3g} | "
+                  f"{sum(ratios) / len(ratios):.2f}, {max(ratios):.2f} |")
+    new = fast_totals(args.evals)
+    singles = {model: style for model, style in new if model == style}
+    print()
+    print("Multi-style net / single-style net, same style (mean fast total):",
+          ", ".join(f"{style} {new['multistyle', style] / new[style, style]:.2f}x"
+                    for style in sorted(singles) if ("multistyle", style) in new))
+    if args.previous:
+        old = fast_totals(args.previous)
+        print()
+        print("| model | style | fast total, previous model | fast total, this model | this / previous |")
+        print("|---|---|---|---|---|")
+        for key in sorted(new.keys() & old.keys()):
+            print(f"| `{key[0]}` | {key[1]} | {old[key]:.3g} | {new[key]:.3g} | {new[key] / old[key]:.2f} |")
+
+
+def mean_total(rows: list[dict], which: str) -> float:
+    return sum(r[which]["total"] for r in rows) / len(rows)
+
+
+def fast_totals(folder: Path) -> dict[tuple[str, str], float]:
+    """(model, style) -> mean fast total over the photos, from ``folder/MODEL.json``."""
+    totals = {}
+    for path in sorted(folder.glob("*.json")):
+        by_style: dict[str, list[dict]] = defaultdict(list)
+        for row in json.loads(path.read_text())["rows"]:
+            by_style[row["style"]].append(row)
+        totals |= {(path.stem, style): mean_total(rows, "fast") for style, rows in by_style.items()}
+    return totals
 
 
 if __name__ == "__main__":
