@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Trains the interim CPU models of checkpoints/ (configs/interim/*.yaml) in two one-thread lanes:
-# the 13-style net in one, the four single-style nets one after another in the other.
+# the 13-style net in one, the four single-style nets one after another in the other (these continue
+# from the shipped checkpoints when runs/interim/NAME/ is fresh: `init-from` in their recipes).
 # Every run stops after a time limit and saves runs/interim/NAME/last.ckpt; rerunning the script
 # continues each model from there (until the recipe's max-steps).
-#   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 100 and 25)
+#   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 100 and 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/env.sh)
 export OMP_NUM_THREADS=1
 minutes() { printf '00:%02d:%02d:00' $(($1 / 60)) $(($1 % 60)); }
 train() { "$venv/bin/styletrain" train --config "configs/interim/$1.yaml" --no-progress --max-time "$2"; }
-multi=$(minutes "${1:-100}") single=$(minutes "${2:-25}")
+multi=$(minutes "${1:-100}") single=$(minutes "${2:-16}")
 mkdir -p runs/interim
 train multistyle "$multi" >runs/interim/multistyle.log 2>&1 &
-(for name in mosaic starry_night_crop the_scream wave_crop; do
+(for name in the_scream wave_crop starry_night_crop mosaic; do
     train "$name" "$single" >"runs/interim/$name.log" 2>&1
 done) &
 wait
