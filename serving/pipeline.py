@@ -102,7 +102,7 @@ def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None)
     INVALID_ARGUMENT if bad, also when shrinking would take a side below ``min_side``. Pixels (3
     bytes each), so the decoded PIL image (4) is freed before the run."""
     try:
-        image = open_image(data, max_pixels=max_pixels, min_side=min_side)
+        image = open_image(data, max_pixels=max_pixels, min_side=min_side, reduce_to=max_side)
         return np.asarray(resize_max_side(image, max_side, min_side=min_side))
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -128,3 +128,16 @@ def test_16_bit_grayscale_png_matches_its_8_bit_version():
     assert decoded.shape == (24, 64, 3)
     assert np.abs(decoded[..., 0] - expected).max() <= 1.0
     assert decoded[..., 0].mean() == pytest.approx(127.5, abs=1.0)  # not clipped to white
+
+
+def test_a_jpeg_to_be_shrunk_is_decoded_at_a_reduced_scale_with_the_same_look():
+    smooth = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(smooth).resize((640, 480), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    reduced = open_image(buf.getvalue(), reduce_to=100)
+    assert reduced.size == (160, 120)  # 1/4 scale: 1/8 would be below 100 px
+    full = open_image(buf.getvalue())
+    assert full.size == (640, 480)
+    a, b = (np.asarray(resize_max_side(image, 100), dtype=float) for image in (reduced, full))
+    assert a.shape == b.shape == (75, 100, 3) and np.abs(a - b).mean() < 2.0
+    assert open_image(png_bytes((640, 480)), reduce_to=100).size == (640, 480)  # PNG has no reduced decode
