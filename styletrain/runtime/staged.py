@@ -246,7 +246,7 @@ def _final_tensor(model: onnx.ModelProto) -> str:
     convs = [n for n in graph.node if n.op_type == "Conv"]
     if not convs:
         raise Unsupported("the model has no convolution")
-    final = convs[-1].output[0]
+    final = _split_taps_sum(graph, convs[-1].output[0]) or convs[-1].output[0]
     tail, _ = needed(graph, [OUTPUT], [final])
     acts = activations(graph, final)
     ops = {n.op_type for n in tail if acts.intersection(n.input)}
@@ -256,6 +256,17 @@ def _final_tensor(model: onnx.ModelProto) -> str:
         if node.op_type == "Clip" and _constants(graph, node.input[1:]) != [0.0, 1.0]:
             raise Unsupported("the output is clipped to other bounds than [0, 1]")
     return final
+
+
+def _split_taps_sum(graph: onnx.GraphProto, conv_output: str) -> str | None:
+    """The sum that completes the last convolution in the CPU rewrite (``cpu_graph._split_taps``: a 1xK
+    conv, then K row-shifted slices summed), or None. Its reach is the KxK conv's: K // 2 rows each way
+    through the shifts, as many columns through the 1xK kernel (``receptive_radius`` counts the larger)."""
+    readers = [n for n in graph.node if conv_output in n.input]
+    if not readers or any(n.op_type != "Slice" for n in readers):
+        return None
+    shifted = {n.output[0] for n in readers}
+    return next((n.output[0] for n in graph.node if n.op_type == "Sum" and set(n.input) == shifted), None)
 
 
 def _constants(graph: onnx.GraphProto, names: Sequence[str]) -> list[float | None]:

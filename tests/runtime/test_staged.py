@@ -82,6 +82,7 @@ def test_staged_run_matches_the_whole_image_run(onnx_models: dict[str, Path], na
     staged = OnnxStylizer(onnx_models[name], staging=Staging(min_pixels=1, tile_bytes=2**16), threads=1)
     pixels = photo(97, 150)  # odd sides: the far tiles are padded like the whole image
     weights = np.full(len(whole.style_names), 1 / len(whole.style_names), np.float32)
+    assert staged._rewritten  # the stages are cut from the CPU rewrite (split taps, phase upsampling)
     plan = staged._stages(97, 150)[0]
     assert max(sum(len(row) for row in tiles(100, 152, s.tile, s.margin)) for s in plan.stages) > 4
     diff = np.abs(whole.run_pixels(pixels, weights).astype(int) - staged.run_pixels(pixels, weights))
