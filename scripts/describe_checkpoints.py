@@ -32,9 +32,14 @@ def main() -> None:
         net, data = m.net, m.data
         kind = NORM_KINDS.get(net["norm"], net["norm"])
         time = f"{m.train_seconds / 60:.0f} min" if m.train_seconds else "not recorded"
+        steps = str(m.global_step)
+        if m.started_from:  # train --init-from: the steps before, then this model's own
+            steps = f"{m.started_from['global_step']} + {steps}"
+            before = m.started_from.get("train_seconds")
+            time += f" (+ {before / 60:.0f} min before)" if before else ""
         print(f"| `{path.stem}` | {m.num_styles} | {kind}, width {net['width']}, "
               f"{net['num_residuals']} res. | {data.get('image_size')} px | {m.style_size} px | "
-              f"{data.get('batch_size')} | {m.global_step} | {time} | {m.hardware or 'not recorded'} | "
+              f"{data.get('batch_size')} | {steps} | {time} | {m.hardware or 'not recorded'} | "
               f"`{m.recipe}` |")
     if not args.evals:
         return

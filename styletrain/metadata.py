@@ -55,6 +55,9 @@ class ModelMetadata:
     lr: float | None = None
     vgg_weights: str | None = None
     base_checkpoint: str | None = None
+    started_from: dict[str, Any] | None = None
+    """``train --init-from``: the checkpoint whose weights the run started from, and its
+    ``global_step`` and ``train_seconds`` (this model's own count from there on)."""
     recipe: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     global_step: int = 0

@@ -84,6 +84,7 @@ class StyleTransferModule(L.LightningModule):
         self.trained = list(range(len(self.style_names) - len(new_names), len(self.style_names)))
         self._loss: PerceptualLoss | None = None
         self._seconds_before = 0.0  # training time of earlier runs of a resumed job
+        self.started_from: dict[str, Any] | None = None  # set by train.fit for --init-from
         self._run_start: float | None = None
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -188,6 +189,7 @@ class StyleTransferModule(L.LightningModule):
             style_images=[str(p) for p in hp.style_images], style_size=hp.style_size, lr=hp.lr,
             vgg_weights=str(hp.vgg_weights) if hp.vgg_weights else None, base_checkpoint=hp.base_checkpoint,
             recipe=hp.recipe, data=data, global_step=int(self.global_step), styletrain_version=__version__,
+            started_from=self.started_from,
         )
 
     def on_train_start(self) -> None:
@@ -204,7 +206,9 @@ class StyleTransferModule(L.LightningModule):
         checkpoint["styletrain"] = meta.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._seconds_before = float(checkpoint.get("styletrain", {}).get("train_seconds", 0.0))
+        stored = checkpoint.get("styletrain", {})
+        self._seconds_before = float(stored.get("train_seconds", 0.0))
+        self.started_from = stored.get("started_from")
 
 
 def hardware() -> str:

@@ -147,4 +147,6 @@ def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
         raise UserError(f"--init-from {path} holds {meta.style_names} with net {net.config()}; this run "
                         f"trains {module.style_names} with net {module.net.config()}")
     module.net.load_state_dict(net.state_dict())
+    module.started_from = {"checkpoint": str(path), "global_step": meta.global_step,
+                           "train_seconds": meta.train_seconds}
     log.info("starting from the weights of %s (step %s there)", path, meta.global_step)
