@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from styletrain.images import open_image, resize_max_side
 from styletrain.runtime import load_stylizer
+from styletrain.runtime.variants import variant_files
 from styletrain.styles import IDENTITY, style_weights, with_strength
 
 LABEL = 16  # label strip height
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--mix", default="candy,mosaic,udnie,wave_crop", help="4 styles mixed equally")
     args = parser.parse_args()
 
-    models = {p.stem: load_stylizer(p) for p in sorted(args.models.glob("*.onnx"))}
+    # the fp32 models (not their int8 variants), run as written: the sheets show the trained nets
+    models = {p.stem: load_stylizer(p, variant="fp32") for p in variant_files(args.models)}
     multi = next(m for m in models.values() if len(m.style_names) > 1)
     singles = {name: m for name, m in models.items() if len(m.style_names) == 1}
     photos = {p.stem: resize_max_side(open_image(p), args.side) for p in sorted(args.content.glob("*.jpg"))}
