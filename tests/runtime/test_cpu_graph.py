@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from styletrain.runtime.cpu_graph import _phase_weights, rewrite_for_cpu
-from styletrain.runtime.onnx_backend import CPU, OnnxStylizer
+from styletrain.runtime.onnx_backend import CPU, OnnxStylizer, load_model
 
 ATOL = 1e-5  # on [0, 1] outputs; the rewrites only re-associate sums (measured ~1e-6)
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -95,5 +95,5 @@ def test_shipped_models_match_the_patterns(name: str) -> None:
     path = CHECKPOINTS / f"{name}.onnx"
     if not path.is_file():
         pytest.skip(f"{path} is not in this checkout")
-    _, report = rewrite_for_cpu(onnx.load(path))
+    _, report = rewrite_for_cpu(load_model(path))  # as the backend loads it (float16 weights unpacked)
     assert dict(report.counts) == {"phase_upsample": 2, "split_taps": 1}
