@@ -121,12 +121,12 @@ class OnnxStylizer(Stylizer):
         self.metadata = read_metadata(model)
         self.variant = self.metadata.extra.get("variant", {}).get("name", "fp32")
         providers = list(providers or default_providers())
-        original = model
+        self._rewritten = False
         if cpu_rewrite and providers == [CPU]:
             from styletrain.runtime.cpu_graph import rewrite_for_cpu
 
-            model, _ = rewrite_for_cpu(model)
-        self._rewritten = model is not original
+            model, report = rewrite_for_cpu(model)
+            self._rewritten = bool(report)
         self.style_names = list(self.metadata.style_names)
         self.conditional = WEIGHTS in {i.name for i in model.graph.input}
         options = ort.SessionOptions()
