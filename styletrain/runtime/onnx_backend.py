@@ -179,8 +179,8 @@ class OnnxStylizer(Stylizer):
             return super().memory_bytes(height, width)
         estimate = run_bytes(plan, self.staging, height, width)
         if self._rewritten and not (self.staging and self.staging.applies(height, width)):
-            # the plan sizes the rewritten graph (430 B/px for the width-16 nets, 427-429 measured at
-            # 1 Mpx): keep the generic bound's headroom over an estimate that close
+            # the plan sizes the rewritten graph (430 B/px for the width-16 nets, 429 measured at
+            # 1 Mpx, benchmarks/bench_large_images.py): keep the generic bound's headroom
             estimate = max(estimate, super().memory_bytes(height, width))
         return estimate
 
