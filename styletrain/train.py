@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
@@ -52,6 +52,14 @@ class SampleGrid(Callback):
                 logger.experiment.add_image("samples", grid.clamp(0, 1).cpu(), global_step=trainer.global_step)
 
 
+class AttemptTimer(Timer):
+    """``--max-time`` for this attempt alone. Lightning's own timer restores the time of earlier
+    attempts from the checkpoint, so an attempt that resumed a run already past the limit stopped at once."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 @dataclass
 class TrainerOptions:
     """Run settings passed through to ``lightning.Trainer`` (devices, nodes and strategy for DDP)."""
@@ -81,7 +89,7 @@ def default_precision(accelerator: str) -> str:
 def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         options: TrainerOptions = TrainerOptions(), *, resume: bool = True,
         init_from: str | Path | None = None) -> Path:
-    """Train until ``max_steps`` (or ``max_time``), resuming from ``out/last.ckpt`` when present.
+    """Train until ``max_steps`` (or ``max_time`` of this attempt), resuming from ``out/last.ckpt`` when present.
 
     ``init_from``: a (slim) checkpoint of the same net whose weights start a run that has no
     ``last.ckpt`` to resume (e.g. on a fresh machine); the optimizer and step count start afresh.
@@ -103,7 +111,6 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=options.max_steps,
-        max_time=options.max_time,
         accelerator=options.accelerator,
         devices=options.devices,
         num_nodes=options.num_nodes,
@@ -115,6 +122,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
             ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
                             every_n_train_steps=options.checkpoint_every),
             SampleGrid(out / "samples"),
+            *([AttemptTimer(options.max_time, interval="step")] if options.max_time else []),
         ],
         val_check_interval=options.val_every,
         check_val_every_n_epoch=None,

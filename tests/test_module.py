@@ -164,6 +164,17 @@ def test_identity_row_trains_with_the_styles(tmp_path, photos):
     assert meta.style_names == ["img0", "img1", "identity"] and net.num_styles == 3
 
 
+def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):
+    """A resumed run gets its own --max-time: the GPU session trains in 10-minute attempts."""
+    styles = write_images(tmp_path / "styles", 1, seed=9)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+    options = quick(100_000, max_time="00:00:00:01")
+    first = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
+    second = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
+    assert 0 < first < second
+
+
 def test_identity_pixel_term_charges_only_the_identity_samples(tmp_path):
     styles = write_images(tmp_path / "styles", 2, seed=9)
     module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True,
