@@ -229,5 +229,7 @@ def hardware() -> str:
     """The device that trains, for the checkpoint's record."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name()}"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{threads} thread{'s' if threads != 1 else ''}")
 
