@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from styletrain.data import list_images
     from styletrain.images import check_output_path
-    from styletrain.reference.evaluate import evaluate, format_table, grid
+    from styletrain.reference.evaluate import evaluate, format_table, grid, identity_fidelity
 
     if args.grid:
         check_output_path(args.grid)
@@ -42,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
                     style_dir=args.style_dir, weights=args.vgg_weights, device=args.device,
                     progress=not args.no_progress, variants=load_variants(args.checkpoint, args.variant))
     print(format_table(rows))
+    identity = identity_fidelity(args.checkpoint, photos, size=args.size, device=args.device)
+    if identity:
+        print("identity row (strength 0), mean |diff| from the photo: " +
+              ", ".join(f"{Path(p).name} {d:.2f}/255" for p, d in identity.items()))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"checkpoint": str(args.checkpoint), "steps": args.steps, "size": args.size}
-        path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=2) + "\n")
+        extra = {"identity_mean_abs_diff": identity} if identity else {}
+        path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows], **extra}, indent=2) + "\n")
         print(f"wrote {path}")
     if args.grid:
         grid(rows).save(args.grid)

@@ -161,6 +161,24 @@ def evaluate(
     return rows
 
 
+@torch.no_grad()
+def identity_fidelity(checkpoint: str | Path, photos: Sequence[str | Path], *, size: int = 256,
+                      device: str | torch.device = "cpu") -> dict[str, float]:
+    """How far the ``identity`` row's output is from each photo: mean |diff| on the 0-255 scale
+    (0: strength 0 gives back the photo). Empty when the net has no identity row."""
+    net, meta = load_transformer(checkpoint)
+    if IDENTITY not in meta.style_names:
+        return {}
+    net.to(device)
+    weights = torch.zeros(1, len(meta.style_names), device=device)
+    weights[0, meta.style_names.index(IDENTITY)] = 1.0
+    diffs = {}
+    for photo in photos:
+        content = load_tensor(photo, max_side=size, min_side=MIN_SIDE).to(device)
+        diffs[str(photo)] = _mean_abs_diff(net(content, weights), content)
+    return diffs
+
+
 def _mean_abs_diff(a: Tensor, b: Tensor) -> float:
     """Mean |a - b| of two [0, 1] images on the 0-255 scale, both rounded to 8-bit pixels first."""
     def pixels(x: Tensor) -> Tensor:

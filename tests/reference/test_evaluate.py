@@ -12,7 +12,7 @@ from styletrain.checkpoint import load_transformer, save_transformer
 from styletrain.errors import UserError
 from styletrain.losses import LossConfig
 from styletrain.metadata import ModelMetadata
-from styletrain.reference.evaluate import evaluate, format_table, grid, style_paths
+from styletrain.reference.evaluate import evaluate, format_table, grid, identity_fidelity, style_paths
 
 pytestmark = [needs_vgg, needs_images]
 
@@ -74,6 +74,27 @@ def test_the_identity_row_is_left_out_since_it_has_no_style(tmp_path) -> None:
     assert [r.style for r in rows] == ["mosaic", "udnie"]
     with pytest.raises(UserError, match="'identity' row reproduces the photo"):
         evaluate(ckpt, [CONTENT / "amber.jpg"], styles=["identity"], style_dir=STYLES, steps=0, weights=weights_path())
+
+
+def test_identity_fidelity_measures_the_identity_rows_distance_from_the_photo(tmp_path) -> None:
+    import torch
+
+    from styletrain.images import load_tensor
+
+    ckpt = make_checkpoint(tmp_path / "multi.ckpt", ["mosaic", "identity"])
+    photo = CONTENT / "amber.jpg"
+    net, _ = load_transformer(ckpt)
+    with torch.no_grad():
+        for norm in (m for m in net.modules() if hasattr(m, "shift") and hasattr(m, "scale")):
+            norm.scale[1].zero_()  # identity row: every norm outputs its shift only...
+            norm.shift[1].zero_()  # ...which is 0, so the output is a constant image
+    ckpt = save_transformer(net, load_transformer(ckpt)[1], tmp_path / "flat.ckpt")
+    (diff,) = identity_fidelity(ckpt, [photo], size=32).values()
+    content = load_tensor(photo, max_side=32)
+    flat = net.eval()(content, torch.tensor([[0.0, 1.0]]))
+    assert flat.std(dim=(2, 3)).max() < 1e-6  # a flat image (one colour)
+    assert diff == pytest.approx(float((content * 255 - flat * 255).abs().mean()), abs=1.0)
+    assert identity_fidelity(make_checkpoint(tmp_path / "plain.ckpt", ["mosaic", "udnie"]), [photo]) == {}
 
 
 def test_variants_are_scored_against_the_same_gatys_result(tmp_path, trained) -> None:

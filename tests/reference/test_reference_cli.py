@@ -67,7 +67,7 @@ def test_attribute_a_fast_net_region_and_a_classifier(tmp_path) -> None:
 
 
 def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
-    ckpt = make_checkpoint(tmp_path / "multi.ckpt", ["candy", "mosaic"])
+    ckpt = make_checkpoint(tmp_path / "multi.ckpt", ["candy", "mosaic", "identity"])
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "chicago.jpg").write_bytes((CONTENT / "chicago.jpg").read_bytes())
@@ -78,7 +78,9 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
     report = json.loads(out_json.read_text())
     (row,) = report["rows"]
     assert row["style"] == "mosaic" and row["ratio"] == pytest.approx(row["fast"]["total"] / row["gatys"]["total"])
-    assert "mosaic" in capsys.readouterr().out
+    assert set(report["identity_mean_abs_diff"]) == {str(photos / "chicago.jpg")}
+    printed = capsys.readouterr().out
+    assert "mosaic" in printed and "identity row (strength 0), mean |diff| from the photo: chicago.jpg" in printed
     assert out_grid.is_file()
 
 
