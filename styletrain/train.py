@@ -101,13 +101,17 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.ckpt"
     ckpt_path = last if resume and last.is_file() else None
+    resumed_step = 0
     if ckpt_path:
-        read_checkpoint(ckpt_path)  # a safe load first: refuse anything but a styletrain checkpoint
-        log.info("resuming from %s", ckpt_path)
+        # a safe load first: refuse anything but a styletrain checkpoint
+        resumed_step = int(read_checkpoint(ckpt_path).get("global_step", 0))
+        log.info("resuming from %s (step %d)", ckpt_path, resumed_step)
     elif init_from is not None:
         _load_weights(module, init_from)
     module.perceptual_loss  # build the loss network now: fail on missing VGG weights before training
-    L.seed_everything(options.seed, workers=True, verbose=False)
+    # The data order is not part of the checkpoint: seeding by the step keeps every resumed attempt
+    # from replaying the photos and crops the first attempt began with.
+    L.seed_everything(options.seed + resumed_step, workers=True, verbose=False)
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=options.max_steps,

@@ -175,6 +175,25 @@ def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):
     assert 0 < first < second
 
 
+def test_a_resumed_attempt_does_not_replay_the_first_attempts_photos(tmp_path, monkeypatch):
+    photos = write_images(tmp_path / "photos", 24)
+    styles = write_images(tmp_path / "styles", 1, seed=9)
+    seen: list[int] = []
+    original = PhotoDataset.__getitem__
+    def recording(self, index):  # training photos only (the 2 validation photos are a dataset of 2)
+        if len(self) > 2:
+            seen.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(PhotoDataset, "__getitem__", recording)
+    data = lambda: PhotoDataModule(str(photos[0].parent), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+    fit(module(), data(), tmp_path / "run", quick(3))
+    first, seen[:] = list(seen), []
+    fit(module(), data(), tmp_path / "run", quick(6))
+    assert len(first) == len(seen) == 6 and seen != first
+
+
 def test_identity_pixel_term_charges_only_the_identity_samples(tmp_path):
     styles = write_images(tmp_path / "styles", 2, seed=9)
     module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True,
