@@ -1,8 +1,7 @@
 """The Lightning module that trains a transformer net against the frozen perceptual loss.
 
 One style gives an instance-norm net; several give one conditional-instance-norm net whose batches
-sample a style per photo. An ``identity`` row (for style strength) learns to give back the photo:
-content, TV and a pixel term, no style. With ``base_checkpoint`` a trained multi-style net learns new styles by
+sample a style per photo. With ``base_checkpoint`` a trained multi-style net learns new styles by
 training only their new scale/shift rows, every convolution and old row frozen (Dumoulin et al.).
 """
 
@@ -58,7 +57,6 @@ class StyleTransferModule(L.LightningModule):
         compile: bool = False,
         base_checkpoint: str | None = None,
         identity: bool = False,
-        identity_weight: float = 100.0,
         recipe: str | None = None,
     ) -> None:
         super().__init__()
@@ -149,16 +147,6 @@ class StyleTransferModule(L.LightningModule):
         net_w = F.one_hot(torch.tensor(self.trained, device=self.device)[pick], len(self.style_names)).float()
         return net_w, loss_w
 
-    def _identity_pixel_loss(self, output: Tensor, photo: Tensor, net_w: Tensor) -> Tensor:
-        """Pixel MSE (0-255 units) of the identity row's samples, times ``identity_weight``.
-
-        Content loss at relu3_3 leaves colours and fine detail free, so without this term the
-        identity row gives back a blurred, colour-shifted photo and strength 0 is not the photo.
-        """
-        chosen = net_w[:, self.style_names.index(IDENTITY)].float()  # (B,): 1 where identity was drawn
-        per_sample = (output.float() - photo.float()).pow(2).mean(dim=(1, 2, 3)) * 255.0**2
-        return self.hparams.identity_weight * (per_sample * chosen).mean()
-
     def _shared_step(self, batch: Tensor, stage: str) -> LossTerms:
         if self.hparams.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -167,8 +155,6 @@ class StyleTransferModule(L.LightningModule):
         content_features = loss.content_features(batch)
         output = self.net(batch, net_w)
         terms = loss(output, loss_w, content_features=content_features)
-        if IDENTITY in self.style_names and self.hparams.identity_weight:
-            terms = LossTerms({**terms, "identity": self._identity_pixel_loss(output, batch, net_w)})
         self.log_dict(
             {f"{stage}/{name}_loss": value for name, value in terms.items()},
             on_step=stage == "train", on_epoch=stage != "train", batch_size=batch.shape[0], sync_dist=stage != "train",

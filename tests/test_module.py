@@ -194,28 +194,6 @@ def test_a_resumed_attempt_does_not_replay_the_first_attempts_photos(tmp_path, m
     assert len(first) == len(seen) == 6 and seen != first
 
 
-def test_identity_pixel_term_charges_only_the_identity_samples(tmp_path):
-    styles = write_images(tmp_path / "styles", 2, seed=9)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True,
-                                 identity_weight=2.0, **FAST)
-    photo = torch.rand(3, 3, 8, 8)
-    net_w = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 0, 1]])  # style img0, then identity twice
-    output = photo.clone()
-    output[0] += 0.5  # off by a lot, but a styled sample: not charged
-    output[1] += 1 / 255  # off by 1/255 everywhere: MSE 1 in 0-255 units
-    loss = module._identity_pixel_loss(output, photo, net_w)
-    assert loss.item() == pytest.approx(2.0 * (0 + 1 + 0) / 3, rel=1e-3)
-
-
-def test_a_net_without_identity_row_has_no_pixel_term(tmp_path, photos):
-    styles = write_images(tmp_path / "styles", 2, seed=9)
-    batch = torch.rand(2, 3, 32, 32)
-    with_identity = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True, **FAST)
-    without = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
-    assert "identity" in with_identity._shared_step(batch, "val")
-    assert "identity" not in without._shared_step(batch, "val")
-
-
 def test_identity_cannot_be_added_to_a_base(tmp_path, multi_ckpt):
     style = write_images(tmp_path / "styles", 1, seed=9)[0]
     with pytest.raises(UserError, match="--identity trains a new multi-style net"):

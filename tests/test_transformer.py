@@ -100,6 +100,26 @@ def test_each_output_depends_only_on_its_own_input():
             torch.testing.assert_close(net.train()(x, w)[1:2].clamp(0, 1), alone)
 
 
+def test_the_net_cannot_see_the_photos_brightness_contrast_or_colour_cast():
+    """Instance norm after the first conv removes any per-channel offset and any overall gain of the
+    input, so no style row (an "identity" row included) can give back the photo's own colours: that is
+    why --strength blends pixels with the photo."""
+    torch.manual_seed(0)
+    net = TransformerNet(2, width=8, num_residuals=1).eval()
+    for m in net.modules():
+        if isinstance(m, ConditionalInstanceNorm2d):
+            m.scale.data.uniform_(0.5, 2)
+            m.shift.data.uniform_(-1, 1)
+    photo = torch.rand(1, 3, 24, 24) * 0.5 + 0.2
+    recoloured = 0.6 * photo + torch.tensor([0.1, -0.05, 0.2]).view(1, 3, 1, 1)  # darker, flatter, tinted
+    weights = torch.tensor([[0.0, 1.0]])
+    with torch.no_grad():
+        out = net(photo, weights)
+        # equal up to the norm's eps (the recoloured photo's variance is smaller): under 1/255
+        assert (net(recoloured, weights) - out).abs().max() < 1 / 255
+        assert (net(photo.flip(-1), weights).flip(-1) - out).abs().max() > 10 / 255  # it does see content
+
+
 def test_config_rebuilds_the_same_net():
     torch.manual_seed(0)
     for net in (TransformerNet(width=8, num_residuals=2), TransformerNet(4, width=4, num_residuals=0)):

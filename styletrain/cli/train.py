@@ -22,10 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--content-dir", metavar="DIR", help="folder of content photos")
     p.add_argument("--out", metavar="DIR", help="output folder: last.ckpt, samples/, logs/")
     p.add_argument("--identity", action="store_true", help="multi-style nets: also train an 'identity' row "
-                   "(content, TV and pixel loss, no style), so that strength s of a style is the blend {style: s, identity: 1-s}")
-    p.add_argument("--identity-weight", type=non_negative(float), default=100.0,
-                   help="weight of the identity row's pixel loss (MSE in 0-255 units), which keeps its colours "
-                   "(default 100)")
+                   "(content and TV loss only) for --strength. Experimental: instance norm hides the photo's "
+                   "brightness and colours from the net, so the row gives back its shapes but not its colours")
     p.add_argument("--base", metavar="CKPT", help="add the --style images to this trained multi-style "
                    "net, training only their new scale/shift rows")
     p.add_argument("--image-size", type=positive(), default=256, help="training crop size (default 256)")
@@ -108,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         num_residuals=args.num_residuals, lr=args.lr, **loss_settings(args), vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
         channels_last=gpu if args.channels_last is None else args.channels_last, compile=args.compile,
-        base_checkpoint=args.base, identity=args.identity, identity_weight=args.identity_weight,
-        recipe=str(args.config) if args.config else None,
+        base_checkpoint=args.base, identity=args.identity, recipe=str(args.config) if args.config else None,
     )
     data = PhotoDataModule(args.content_dir, image_size=args.image_size, batch_size=args.batch_size,
                            num_workers=args.num_workers, seed=args.seed, on_device=args.data_on_device)
