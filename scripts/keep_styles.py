@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from styletrain.checkpoint import load_transformer, save_transformer
+from styletrain.styles import style_name
 from styletrain.transformer import TransformerNet
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     state = {k: v[rows] if k.endswith((".scale", ".shift")) else v for k, v in net.state_dict().items()}
     kept.load_state_dict(state)
     names = [meta.style_names[i] for i in rows]
-    images = [p for p in meta.style_images if Path(p).stem in names]
+    images = [p for p in meta.style_images if style_name(p) in names]
     meta = dataclasses.replace(meta, style_names=names, style_images=images,
                                extra={**meta.extra, "dropped_styles": list(args.drop)})
     half = all(torch.equal(v.half().float(), v) for v in kept.state_dict().values() if v.is_floating_point())

@@ -42,8 +42,8 @@ def open_image(
     ``reduce_to``: the caller shrinks the image to this longer side next (``resize_max_side``), so a
     JPEG may be decoded at 1/2, 1/4 or 1/8 scale while its longer side stays at least that: a
     12 Mpx photo for 1024 px decodes in a third of the time (``benchmarks/bench_large_images.py``;
-    the result differs from a full decode by about 1/255 on average). Raises ``UserError`` for missing, unreadable, corrupt,
-    too large or too small images.
+    the result differs from a full decode by about 1/255 on average). Raises ``UserError`` for
+    missing, unreadable, corrupt, too large or too small images.
     """
     name = "image bytes" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes) and not Path(source).is_file():

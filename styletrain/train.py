@@ -89,7 +89,7 @@ def default_precision(accelerator: str) -> str:
 def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         options: TrainerOptions = TrainerOptions(), *, resume: bool = True,
         init_from: str | Path | None = None) -> Path:
-    """Train until ``max_steps`` (or ``max_time`` of this attempt), resuming from ``out/last.ckpt`` when present.
+    """Train until ``max_steps`` (or this attempt's ``max_time``), resuming from ``out/last.ckpt``.
 
     ``init_from``: a (slim) checkpoint of the same net whose weights start a run that has no
     ``last.ckpt`` to resume (e.g. on a fresh machine); the optimizer and step count start afresh.

@@ -167,8 +167,8 @@ def test_identity_row_trains_with_the_styles(tmp_path, photos):
 def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):
     """A resumed run gets its own --max-time: the GPU session trains in 10-minute attempts."""
     styles = write_images(tmp_path / "styles", 1, seed=9)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
-    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
     options = quick(100_000, max_time="00:00:00:01")
     first = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
     second = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
@@ -180,14 +180,16 @@ def test_a_resumed_attempt_does_not_replay_the_first_attempts_photos(tmp_path, m
     styles = write_images(tmp_path / "styles", 1, seed=9)
     seen: list[int] = []
     original = PhotoDataset.__getitem__
+
     def recording(self, index):  # training photos only (the 2 validation photos are a dataset of 2)
         if len(self) > 2:
             seen.append(index)
         return original(self, index)
 
     monkeypatch.setattr(PhotoDataset, "__getitem__", recording)
-    data = lambda: PhotoDataModule(str(photos[0].parent), image_size=32, batch_size=2, num_workers=0, val_count=2)
-    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+    data = lambda: PhotoDataModule(str(photos[0].parent), image_size=32, batch_size=2, num_workers=0,  # noqa: E731
+                                   val_count=2)
+    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
     fit(module(), data(), tmp_path / "run", quick(3))
     first, seen[:] = list(seen), []
     fit(module(), data(), tmp_path / "run", quick(6))
