@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import platform
 import re
@@ -114,8 +115,10 @@ def in_process(net: TransformerNet, meta: ModelMetadata, args: argparse.Namespac
             w = torch.eye(n, device=device)[torch.arange(batch, device=device) % n]
             xs, ws = x.cpu().numpy(), w.cpu().numpy()
             cells = []
-            for name, fn in (("plain", lambda: plain(x, w)), ("device", lambda: stylizer.run_tensors(x, w)),
-                             ("numpy", lambda: stylizer.run(xs, ws))):
+            runs = (("plain", functools.partial(plain, x, w)),
+                    ("device", functools.partial(stylizer.run_tensors, x, w)),
+                    ("numpy", functools.partial(stylizer.run, xs, ws)))
+            for name, fn in runs:
                 try:
                     with torch.inference_mode():
                         cells.append(throughput(fn, batch, seconds=args.seconds, sync=sync))
@@ -129,7 +132,7 @@ def in_process(net: TransformerNet, meta: ModelMetadata, args: argparse.Namespac
                          f"{device_ips / plain_ips:.2f}x"])
             print(f"# {side}px batch {batch}: plain {plain_ips:.1f}, opt device {device_ips:.1f}, "
                   f"opt numpy {numpy_ips:.1f} images/s", flush=True)
-            del x, w
+            del x, w, xs, ws, runs  # free the device memory before the next size
         del stylizer
         if cuda:
             torch.cuda.empty_cache()
@@ -177,7 +180,7 @@ def ablation(net: TransformerNet, meta: ModelMetadata, args: argparse.Namespace,
         stylizer = TorchStylizer(copy.deepcopy(net), meta, device=device, **settings)
         try:
             start = time.perf_counter()
-            ips = throughput(lambda: stylizer.run_tensors(x, w), batch, seconds=args.seconds, sync=sync)
+            ips = throughput(functools.partial(stylizer.run_tensors, x, w), batch, seconds=args.seconds, sync=sync)
             first = time.perf_counter() - start
         except torch.cuda.OutOfMemoryError:
             ips, first = float("nan"), float("nan")

@@ -75,7 +75,8 @@ def staged(models: list[Path], threads: int) -> None:
     small = rng.integers(0, 256, (1100 // 8 + 1, 1201 // 8 + 1, 3), dtype=np.uint8)
     pixels = np.ascontiguousarray(small.repeat(8, 0).repeat(8, 1)[:1100, :1201])
     print(f"\n## Staged runs, 1201x1100 px, {threads} thread(s), one run each after a warm-up\n")
-    print("| model | whole image (s) | staged, exported graph (s) | staged, rewritten graph (s) | max / mean \\|diff\\| to whole (now) |")
+    print("| model | whole image (s) | staged, exported graph (s) | staged, rewritten graph (s) "
+          "| max / mean \\|diff\\| to whole (now) |")
     print("|---|---|---|---|---|")
     for path in models:
         whole = OnnxStylizer(path, threads=threads, staging=None)
@@ -90,7 +91,8 @@ def staged(models: list[Path], threads: int) -> None:
             outputs.append(stylizer.run_pixels(pixels, weights))
             times.append(time.perf_counter() - start)
         diff = np.abs(outputs[2].astype(int) - outputs[0].astype(int))
-        print(f"| `{path.stem}` | {times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} | {diff.max()} / {diff.mean():.3f} |")
+        print(f"| `{path.stem}` | {times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} "
+              f"| {diff.max()} / {diff.mean():.3f} |")
 
 
 def memory(models: list[Path], threads: int) -> None:

@@ -133,7 +133,8 @@ def main() -> None:
         n = len(stylizer.style_names)
         weights = np.eye(n, dtype=np.float32)[0]
         wt = torch.from_numpy(weights)[None]
-        server, port = create_server("127.0.0.1:0", Path(tmp), config=ServerConfig(threads=args.threads, max_concurrent=1))
+        config = ServerConfig(threads=args.threads, max_concurrent=1)
+        server, port = create_server("127.0.0.1:0", Path(tmp), config=config)
         server.start()
         client = StyleClient(f"127.0.0.1:{port}", timeout=600)
         rows = []

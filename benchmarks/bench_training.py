@@ -170,7 +170,8 @@ def main() -> None:
             variants.append(("+ channels_last + bf16", dict(channels_last=True, compile=False, bf16=True)))
         gpu = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
         print(f"device: {device} ({gpu}; {torch.get_num_threads()} CPU threads), {args.size}px, "
-              f"{args.steps} timed steps after {args.warmup} warm-up; bf16 {'on' if bf16_ok else 'skipped: no native bf16'}")
+              f"{args.steps} timed steps after {args.warmup} warm-up; "
+              f"bf16 {'on' if bf16_ok else 'skipped: no native bf16'}")
         print(f"| {'width':>5} | {'batch':>5} | {'variant':<38} | {'images/s':>9} | {'speed-up':>8} |")
         print(f"|{'-' * 7}|{'-' * 7}|{'-' * 40}|{'-' * 11}|{'-' * 10}|")
         for width in (int(w) for w in args.widths.split(",")):
@@ -190,7 +191,8 @@ def main() -> None:
                     name, opts = variants[-1]
                     step = module_step_fn(width, args.size, device, style_file=style_file, **opts)
                     fed = device_batches(files, batch_size, args.size, device)
-                    row(f"{name}, photos on {device.type}", throughput(step, fed, args.warmup, args.steps, device), base)
+                    images_s = throughput(step, fed, args.warmup, args.steps, device)
+                    row(f"{name}, photos on {device.type}", images_s, base)
                     fed = loader_batches(files, batch_size, args.size, device, args.workers)
                     row(f"{name}, DataLoader x{args.workers}", throughput(step, fed, args.warmup, args.steps, device),
                         base)

@@ -44,7 +44,8 @@ def main() -> None:
     if not args.evals:
         return
     print()
-    print("| model | style | photos | steps | size | fast total (mean) | Gatys total (mean) | ratio fast/Gatys (mean, max) |")
+    print("| model | style | photos | steps | size | fast total (mean) | Gatys total (mean) "
+          "| ratio fast/Gatys (mean, max) |")
     print("|---|---|---|---|---|---|---|---|")
     for path in sorted(args.evals.glob("*.json")):
         result = json.loads(path.read_text())

@@ -72,7 +72,8 @@ def pack(shared: Path, dest: Path, *, short_side: int = 288, quality: int = 75, 
     print(f"wrote {dest}: {size / 2**20:.1f} MiB")
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     tree = sum((ROOT / name).stat().st_size for name in listed.split("\0") if name and (ROOT / name).is_file())
-    print(f"with the working tree ({tree / 2**20:.1f} MiB): {(size + tree) / 2**20:.1f} MiB of the 64 MiB a call carries")
+    print(f"with the working tree ({tree / 2**20:.1f} MiB): {(size + tree) / 2**20:.1f} MiB "
+          "of the 64 MiB a call carries")
     if size + tree > 63 * 2**20:
         raise SystemExit("too large to carry: pass a smaller --short-side or --quality")
 

@@ -26,7 +26,8 @@ def main() -> None:
     for name in args.names:
         slim = save_slim(args.runs / name / "last.ckpt", args.out / f"{name}.ckpt", dtype=torch.float16)
         onnx_path = export_onnx(slim, args.out / f"{name}.onnx")
-        print(f"{name}: {slim} ({slim.stat().st_size / 1e6:.1f} MB), {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
+        print(f"{name}: {slim} ({slim.stat().st_size / 1e6:.1f} MB), "
+              f"{onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class PerceptualLoss(nn.Module):
     @staticmethod
     def _layers(terms: Collection[LossTerm], *, content: bool = False) -> list[str]:
         """The VGG layers the terms read (of the content images with ``content``), each once, in order."""
-        return list(dict.fromkeys(l for t in terms for l in (t.content_layers if content else t.layers)))
+        return list(dict.fromkeys(name for t in terms for name in (t.content_layers if content else t.layers)))
 
     @torch.no_grad()
     def set_styles(self, styles: Sequence[Tensor]) -> None:

@@ -72,7 +72,9 @@ def photo_array(path: Path, side: int) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
 
 
-def calibration_feeds(photos: Sequence[Path], side: int, num_styles: int, conditional: bool) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(
+    photos: Sequence[Path], side: int, num_styles: int, conditional: bool
+) -> list[dict[str, np.ndarray]]:
     """One feed per photo; a multi-style net cycles through its styles (and a uniform blend)."""
     rows = np.eye(num_styles, dtype=np.float32)
     if num_styles > 1:

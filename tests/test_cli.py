@@ -61,7 +61,8 @@ def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):
     for name, extra in {"candy": ["--style", "candy"], "blend": ["--blend", "candy=0.5,udnie=0.5"],
                         "pure": ["--blend", "candy=1,udnie=0"]}.items():
         out = tmp_path / f"{name}.png"
-        assert main(["stylize", "--checkpoint", str(multi_ckpt), "--input", str(photo), "--output", str(out), *extra]) == 0
+        args = ["stylize", "--checkpoint", str(multi_ckpt), "--input", str(photo), "--output", str(out), *extra]
+        assert main(args) == 0
         outs[name] = list(Image.open(out).getdata())
     assert outs["pure"] == outs["candy"] and outs["blend"] != outs["candy"]
 
@@ -107,7 +108,8 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
         "VGG weights file not found": ["train", "--style", str(photo), "--content-dir", str(tmp_path),
                                        "--out", str(tmp_path / "r"), "--vgg-weights", str(tmp_path / "v.pth")],
         "missing --content-dir, --out": ["train", "--style", str(photo)],
-        "both sides must be at least 16 px; use a max_side of at least": [*stylize, "--input", str(photo), "--style", "candy", "--max-side", "17"],
+        "both sides must be at least 16 px; use a max_side of at least":
+            [*stylize, "--input", str(photo), "--style", "candy", "--max-side", "17"],
         "strength must be between 0": [*stylize, "--input", str(photo), "--style", "candy", "--strength", "2"],
     }
     (tmp_path / "notes.txt").write_text("hello")
@@ -125,7 +127,8 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([exe, "stylize", "--checkpoint", str(tmp_path / "x.ckpt"), "--input", "a.jpg",
                            "--output", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
-    assert subprocess.run([sys.executable, "-m", "styletrain", "--help"], capture_output=True, timeout=120).returncode == 0
+    help_run = subprocess.run([sys.executable, "-m", "styletrain", "--help"], capture_output=True, timeout=120)
+    assert help_run.returncode == 0
 
 
 class _Payload:

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.runtime.onnx_backend import load_model, read_metadata
 
     if args.quantize and not args.calibration_dir:
-        raise UserError("--quantize int8 needs --calibration-dir DIR (photos to calibrate on, e.g. the training photos)")
+        raise UserError("--quantize int8 needs --calibration-dir DIR "
+                        "(photos to calibrate on, e.g. the training photos)")
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)

@@ -14,7 +14,8 @@ from pathlib import Path
 from styletrain.errors import UserError
 from styletrain.runtime.base import MIN_SIDE, NonFiniteOutput, RunCancelled, RunOptions, Stylizer, batch_weights
 
-__all__ = ["BACKENDS", "MIN_SIDE", "NonFiniteOutput", "RunCancelled", "RunOptions", "Stylizer", "batch_weights", "load_stylizer"]
+__all__ = ["BACKENDS", "MIN_SIDE", "NonFiniteOutput", "RunCancelled", "RunOptions", "Stylizer", "batch_weights",
+           "load_stylizer"]
 
 log = logging.getLogger(__name__)
 

@@ -140,7 +140,8 @@ def _split_taps(g: _Graph, conv: onnx.NodeProto, weight: np.ndarray, bias: np.nd
     nodes = [helper.make_node("Conv", [conv.input[0], g.const(f"{stem}_rows_w", rows),
                                        g.const(f"{stem}_rows_b", row_bias.reshape(-1))],
                               [taps], name=g.name(f"{conv.name}_rows"), kernel_shape=[1, kw])]
-    axes, steps = g.const(f"{stem}_axes", np.array([1, 2], np.int64)), g.const(f"{stem}_steps", np.array([kh, 1], np.int64))
+    axes = g.const(f"{stem}_axes", np.array([1, 2], np.int64))
+    steps = g.const(f"{stem}_steps", np.array([kh, 1], np.int64))
     shifted = []
     for i in range(kh):
         # channels i, kh + i, ... (row i of every output channel), rows i .. i + H - 1
@@ -187,10 +188,12 @@ def _phase_upsample(g: _Graph, resize: onnx.NodeProto, conv: onnx.NodeProto, wei
         starts = g.const(f"{stem}_p{p}_s", np.array([p * out_ch, py, px], np.int64))
         ends = g.const(f"{stem}_p{p}_e", np.array([(p + 1) * out_ch, _END if py else -1, _END if px else -1], np.int64))
         parts.append(g.name(f"{stem}_p{p}"))
-        nodes.append(helper.make_node("Slice", [both, starts, ends, axes], [parts[-1]], name=g.name(f"{conv.name}_p{p}")))
+        nodes.append(helper.make_node("Slice", [both, starts, ends, axes], [parts[-1]],
+                                      name=g.name(f"{conv.name}_p{p}")))
     stacked = g.name(f"{stem}_stacked")
     nodes += [helper.make_node("Concat", parts, [stacked], name=g.name(f"{conv.name}_concat"), axis=1),
-              helper.make_node("DepthToSpace", [stacked], [stem], name=g.name(f"{conv.name}_d2s"), blocksize=2, mode="DCR")]
+              helper.make_node("DepthToSpace", [stacked], [stem], name=g.name(f"{conv.name}_d2s"),
+                               blocksize=2, mode="DCR")]
     return nodes
 
 

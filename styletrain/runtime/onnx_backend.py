@@ -31,7 +31,15 @@ from onnx.external_data_helper import uses_external_data
 from styletrain.errors import UserError
 from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
-from styletrain.runtime.staged import DEFAULT_STAGING, StagePlan, Staging, Unsupported, plan_stages, run_bytes, run_stages
+from styletrain.runtime.staged import (
+    DEFAULT_STAGING,
+    StagePlan,
+    Staging,
+    Unsupported,
+    plan_stages,
+    run_bytes,
+    run_stages,
+)
 from styletrain.runtime.onnx_weights import unpack_float16
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,9 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
-def needed(graph: onnx.GraphProto, outputs: Iterable[str], stop: Iterable[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+def needed(
+    graph: onnx.GraphProto, outputs: Iterable[str], stop: Iterable[str]
+) -> tuple[list[onnx.NodeProto], set[str]]:
     """The nodes (in graph order) that compute ``outputs`` from ``stop`` tensors, and every tensor they read
     (initializers and graph inputs included)."""
     made_by = producers(graph)

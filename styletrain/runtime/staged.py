@@ -164,7 +164,8 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_map
         """Store the latest cut that the known statistics reach, replacing the stored maps."""
         while True:
             last = max((order[s] for s in stored), default=-1)
-            reachable = [c for c in cuts if order[c] > last and _norms_read(graph, c, stored or [IMAGE], norms) <= known]
+            reachable = [c for c in cuts
+                         if order[c] > last and _norms_read(graph, c, stored or [IMAGE], norms) <= known]
             if not reachable:
                 return
             cut = reachable[-1]
@@ -401,9 +402,12 @@ def _run_stage(stage: Stage, session: Any, run: RunSession, state: _State) -> No
         written = []
         for tile in row:
             inputs = {(name if name == IMAGE else name + HALF): _read(name, state, tile) for name in stage.inputs}
-            results = dict(zip(fetch, run(session, fetch, {**inputs, **fixed}, index == len(rows) - 1 and tile is row[-1])))
-            kept_rows = slice((tile.rows.keep_start - tile.rows.start) // s, (tile.rows.keep_stop - tile.rows.start) // s)
-            kept_cols = slice((tile.cols.keep_start - tile.cols.start) // s, (tile.cols.keep_stop - tile.cols.start) // s)
+            last_tile = index == len(rows) - 1 and tile is row[-1]
+            results = dict(zip(fetch, run(session, fetch, {**inputs, **fixed}, last_tile)))
+            kept_rows = slice((tile.rows.keep_start - tile.rows.start) // s,
+                              (tile.rows.keep_stop - tile.rows.start) // s)
+            kept_cols = slice((tile.cols.keep_start - tile.cols.start) // s,
+                              (tile.cols.keep_stop - tile.cols.start) // s)
             if measured is not None:
                 measured.add(results[stage.output][0, :, kept_rows, kept_cols])
             if stage.final:

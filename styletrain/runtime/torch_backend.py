@@ -148,7 +148,8 @@ class TorchStylizer(Stylizer):
         if cuda_graphs and not cuda:
             raise UserError("CUDA graphs need device 'cuda'; leave cuda_graphs unset on the CPU")
         if max_graphs < 1 or max_graph_batch < 1:
-            raise UserError(f"max_graphs and max_graph_batch must be at least 1; got {max_graphs} and {max_graph_batch}")
+            raise UserError("max_graphs and max_graph_batch must be at least 1; "
+                            f"got {max_graphs} and {max_graph_batch}")
         self.precision = precision
         self.channels_last = (cuda or precision == "bfloat16") if channels_last is None else channels_last
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
@@ -170,7 +171,9 @@ class TorchStylizer(Stylizer):
         self._lock = _device_lock(self._device) if cuda else threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: object) -> TorchStylizer:
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", **options: object
+    ) -> TorchStylizer:
         """Load a ``.ckpt`` written by training or ``save_transformer``; ``options`` as in the constructor."""
         net, metadata = load_transformer(path)
         return cls(net, metadata, device=device, **options)  # type: ignore[arg-type]

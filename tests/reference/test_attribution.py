@@ -121,7 +121,8 @@ def test_vgg_channel_targets_leave_no_hooks_after_success_and_error() -> None:
     assert cam.min() >= 0
     # the module is unchanged for training: same activations as a fresh forward
     with torch.no_grad():
-        assert torch.equal(network(image)["relu3_3"], LossNetwork(["relu3_3"], weights=weights_path())(image)["relu3_3"])
+        reference = LossNetwork(["relu3_3"], weights=weights_path())
+        assert torch.equal(network(image)["relu3_3"], reference(image)["relu3_3"])
 
 
 def test_grad_cam_hook_removed_when_the_layer_is_not_used() -> None:

@@ -86,7 +86,8 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["gatys", "--content", "missing.jpg", "--style", MOSAIC], "image not found: missing.jpg"),
-    (["gatys", "--content", PHOTO, "--style", MOSAIC, "--style-weights", "1,2"], "give one style weight per style image (1); got 2"),
+    (["gatys", "--content", PHOTO, "--style", MOSAIC, "--style-weights", "1,2"],
+     "give one style weight per style image (1); got 2"),
     (["gatys", "--content", PHOTO, "--style", MOSAIC, "--output", "out.gif"], "cannot write out.gif"),
     (["deepdream", "--input", PHOTO, "--layer", "relu9_9"], "unknown vgg16 layer(s) ['relu9_9']"),
     (["visualize", "--layer", "relu2_2", "--channel", "500"], "channel must be in 0..127 for relu2_2; got 500"),

@@ -26,7 +26,8 @@ def test_other_weights_fail_the_check(onnx_models: dict[str, Path], tmp_path: Pa
     other = load_stylizer(make_checkpoint(tmp_path / "other.ckpt", ["candy", "mosaic", "udnie"], seed=3))
     reference = load_stylizer(onnx_models["multi"], threads=1)
     with pytest.raises(ParityError, match=r"multi: torch on cpu \(float32\) differs from onnxruntime by up to "
-                                          r".* \(tolerance 0\.0001\); use --precision float32, or --backend onnxruntime"):
+                                          r".* \(tolerance 0\.0001\); "
+                                          r"use --precision float32, or --backend onnxruntime"):
         check_parity(other, reference, what="multi")
 
 

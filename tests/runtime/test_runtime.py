@@ -23,7 +23,8 @@ def test_backend_follows_the_suffix(onnx_models: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(("model", "options", "match"), [
-    ("multi", {"backend": "tensorflow"}, r"backend must be 'auto' or one of \['onnxruntime', 'torch'\]; got 'tensorflow'"),
+    ("multi", {"backend": "tensorflow"},
+     r"backend must be 'auto' or one of \['onnxruntime', 'torch'\]; got 'tensorflow'"),
     ("multi_ckpt", {"backend": "onnxruntime"}, r"onnxruntime backend runs \.onnx exports.*styletrain export"),
     ("multi", {"backend": "torch"}, r"torch backend runs styletrain checkpoints \(\.ckpt\)"),
     ("multi_ckpt", {"threads": 2}, "threads and providers are onnxruntime settings"),

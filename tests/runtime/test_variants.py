@@ -112,7 +112,8 @@ def test_variant_errors_say_what_to_do(pair: Path) -> None:
     with pytest.raises(UserError, match="give the fp32 model NAME.onnx"):
         choose_variant(pair.with_name("mosaic.int8.onnx"))
     pair.with_name("mosaic.int8.onnx").unlink()
-    with pytest.raises(UserError, match="no int8 variant of mosaic.onnx: make mosaic.int8.onnx with `styletrain quantize"):
+    with pytest.raises(UserError,
+                       match="no int8 variant of mosaic.onnx: make mosaic.int8.onnx with `styletrain quantize"):
         choose_variant(pair, "int8")
     with pytest.raises(UserError, match="runs on torch, whose variants are"):
         load_stylizer(pair.with_suffix(".ckpt"), variant="int8")

@@ -33,7 +33,8 @@ def test_pack_then_train_resumes_on_a_fresh_machine(tmp_path):
     weights = torch.load(pack / "weights" / "vgg16_imagenet_features.pth", weights_only=True)
     assert {v.dtype for v in weights.values()} == {torch.float16} and "features.21.weight" in weights
     assert "features.24.weight" not in weights  # truncated after relu4_3
-    assert len(list((pack / "data" / "train").iterdir())) == 8 and (pack / "data" / "styles" / "the_scream.jpg").is_file()
+    assert len(list((pack / "data" / "train").iterdir())) == 8
+    assert (pack / "data" / "styles" / "the_scream.jpg").is_file()
 
     first = tmp_path / "out1"
     session("train", "the_scream", "--shared", pack, "--runs", tmp_path / "runs1", "--out", first, *TINY)
