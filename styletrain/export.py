@@ -150,7 +150,7 @@ def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT
     from styletrain.runtime.torch_backend import TorchStylizer
 
     stylizers = [OnnxStylizer(model_path, providers=[CPU], cpu_rewrite=rewrite) for rewrite in (False, True)]
-    reference = TorchStylizer(net, stylizers[0].metadata)
+    reference = TorchStylizer(net, stylizers[0].metadata, precision="float32")
     rng = np.random.default_rng(seed)
     n = net.num_styles
     rows = np.eye(n, dtype=np.float32)

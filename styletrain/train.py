@@ -16,6 +16,7 @@ from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule
 from styletrain.errors import UserError
 from styletrain.module import StyleTransferModule
+from styletrain.runtime.variants import cpu_facts
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,12 @@ class TrainerOptions:
 
 
 def default_precision(accelerator: str) -> str:
-    """bf16 autocast on GPUs that support it; float32 elsewhere (bf16 is slow on CPUs without
-    AVX-512 BF16/AMX: see benchmarks/RESULTS.md)."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    """bf16 autocast on GPUs that support it and on CPUs with native bf16 (AVX512-BF16 or AMX: 1.7x
+    the float32 step there, loss tracking float32: benchmarks/RESULTS.md); float32 on other CPUs,
+    which emulate bf16 far slower."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu") and cpu_facts().bf16:
         return "bf16-mixed"
     return "32-true"
 

@@ -50,9 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default="auto")
     p.add_argument("--num-nodes", type=positive(), default=1)
     p.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs or nodes")
-    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs, 32-true on CPU)")
+    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs and on CPUs with "
+                   "AVX512-BF16 or AMX, 32-true on other CPUs)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for GPUs)")
+                   help="channels_last memory format (default: on for GPUs and for bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the net and the loss network "
                    "(minutes of compilation first; see benchmarks/RESULTS.md for when it pays)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.ckpt exists")
@@ -98,14 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
     from styletrain.data import PhotoDataModule
     from styletrain.module import StyleTransferModule
-    from styletrain.train import TrainerOptions, fit
+    from styletrain.train import TrainerOptions, default_precision, fit
 
     gpu = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    precision = args.precision or default_precision(args.accelerator)
     module = StyleTransferModule(
         [str(p) for p in args.style], style_size=args.style_size, width=args.width,
         num_residuals=args.num_residuals, lr=args.lr, **loss_settings(args), vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
-        channels_last=gpu if args.channels_last is None else args.channels_last, compile=args.compile,
+        channels_last=(gpu or precision.startswith("bf16")) if args.channels_last is None else args.channels_last,
+        compile=args.compile,
         base_checkpoint=args.base, identity=args.identity, recipe=str(args.config) if args.config else None,
     )
     data = PhotoDataModule(args.content_dir, image_size=args.image_size, batch_size=args.batch_size,
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     options = TrainerOptions(
         max_steps=args.max_steps, max_time=args.max_time, accelerator=args.accelerator, devices=devices,
-        num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+        num_nodes=args.num_nodes, strategy=args.strategy, precision=precision,
         gradient_clip_val=args.gradient_clip,
         val_every=args.val_every, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, seed=args.seed,

@@ -36,8 +36,8 @@ def load_stylizer(path: str | Path, *, backend: str = "auto", device: str | None
     CPU). ``threads`` and ``providers`` are onnxruntime settings. ``variant`` is an onnxruntime
     setting too: one of ``variants.VARIANTS`` (``auto``: int8 ``NAME.int8.onnx`` where it exists and
     is faster on this CPU, else fp32); a variant file given directly (``NAME.int8.onnx``) is loaded
-    as it is. ``precision`` ("float32", "float16", "bfloat16"; None: float16 on CUDA, bfloat16 on
-    CPUs with native bf16, else float32) is torch's, whose CUDA path also uses channels_last and
+    as it is. ``precision`` ("float32", "float16", "bfloat16"; None: float16 on CUDA, float32 on
+    the CPU) is torch's, whose CUDA path also uses channels_last and
     CUDA graphs (``styletrain.runtime.torch_backend``).
     """
     path = Path(path)
