@@ -46,6 +46,7 @@ class StyleTransferModule(L.LightningModule):
         width: int = 32,
         num_residuals: int = 5,
         lr: float = 1e-3,
+        warmup_steps: int = 0,
         content_weight: float = DEFAULT_LOSS.content_weight,
         style_weight: float = DEFAULT_LOSS.style_weight,
         tv_weight: float = DEFAULT_LOSS.tv_weight,
@@ -172,9 +173,16 @@ class StyleTransferModule(L.LightningModule):
     def forward(self, image: Tensor, style_weights: Tensor | None = None) -> Tensor:
         return self.net(image, style_weights)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        """Adam; with ``warmup_steps`` its learning rate ramps up linearly over that many steps, which a
+        run starting from trained weights needs: a fresh Adam at full rate undoes them (benchmarks/RESULTS.md)."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr)
+        optimizer = torch.optim.Adam(params, lr=self.hparams.lr)
+        warmup = self.hparams.get("warmup_steps", 0)
+        if not warmup:
+            return optimizer
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def metadata(self) -> ModelMetadata:

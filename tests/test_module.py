@@ -81,6 +81,21 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(
         fit(other, data(), tmp_path / "third", quick(1), init_from=first)
 
 
+def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=4, **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    module = make()
+    fit(module, data(), tmp_path / "run", quick(2))
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 4)  # rate for step 3
+    resumed = make()
+    fit(resumed, data(), tmp_path / "run", quick(5))
+    assert resumed.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # ramp done after 4
+    plain = make()
+    plain.hparams.warmup_steps = 0
+    assert isinstance(plain.configure_optimizers(), torch.optim.Adam)
+
+
 def test_multi_style_training_teaches_every_style(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 3, seed=2)
     module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=positive(), default=40_000, help="total optimizer steps, counting resumed ones")
     p.add_argument("--max-time", metavar="DD:HH:MM:SS", help="stop (and save last.ckpt) after this long")
     p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--warmup-steps", type=non_negative(int), default=0,
+                   help="ramp the learning rate up over this many steps (use with --init-from: a fresh "
+                   "optimizer at full rate undoes trained weights)")
     p.add_argument("--gradient-clip", type=positive(float), help="clip the gradient norm to this (stabilises long "
                    "multi-style runs with small batches, where a spike can collapse the net)")
     p.add_argument("--width", type=positive(), default=32, help="channels of the first layer (16: small, fast net)")
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or default_precision(args.accelerator)
     module = StyleTransferModule(
         [str(p) for p in args.style], style_size=args.style_size, width=args.width,
-        num_residuals=args.num_residuals, lr=args.lr, **loss_settings(args), vgg_arch=args.vgg_arch,
+        num_residuals=args.num_residuals, lr=args.lr, warmup_steps=args.warmup_steps, **loss_settings(args),
+        vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
         channels_last=(gpu or precision.startswith("bf16")) if args.channels_last is None else args.channels_last,
         compile=args.compile,
