@@ -63,13 +63,14 @@ def test_resumes_from_last_checkpoint(tmp_path, photos):
     assert (tmp_path / "run" / "samples").is_dir()
 
 
-def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos):
+def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
     make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
     data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
     first = fit(make(), data(), tmp_path / "first", quick(3))
     started = make()
     second = fit(started, data(), tmp_path / "second", quick(0), init_from=first)  # 0 steps: the weights as loaded
+    assert "consider --warmup-steps" in caplog.text  # a fresh Adam at full rate: the user is told
     loaded, trained = (load_transformer(path)[0].state_dict() for path in (second, first))
     assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in loaded)
     fit(make(), data(), tmp_path / "second", quick(2))  # resumed: the record survives
