@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "luminance of the stylized image (Gatys et al. 2016)")
     p.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "measure", "bf16"],
                    help="which variant runs: for NAME.onnx fp32 or NAME.int8.onnx (auto: int8 where it exists "
-                        "and this CPU runs it faster); for a .ckpt fp32 or bf16 (auto: bf16 on bf16 CPUs)")
+                        "and this CPU runs it faster); for a .ckpt fp32 or bf16 (auto: fp32 on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
