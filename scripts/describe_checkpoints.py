@@ -1,9 +1,11 @@
 """Print markdown tables describing shipped checkpoints and their `styletrain evaluate` results.
 
     python scripts/describe_checkpoints.py checkpoints --evals checkpoints/eval [--previous OLD_EVAL_DIR]
+        [--int8 checkpoints/eval/int8]
 
 With ``--previous``, also the fast totals of the models these replace, scored the same way (a model
-ships only where it is better), and the multi-style net against the single-style nets.
+ships only where it is better), and the multi-style net against the single-style nets. With
+``--int8``, the int8 variants against their fp32 nets (``evaluate --variant NAME.int8.onnx`` results).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--evals", type=Path, help="folder of NAME.json files written by styletrain evaluate")
     parser.add_argument("--previous", type=Path, help="the same for the models these replace")
+    parser.add_argument("--int8", type=Path, help="folder of NAME.json files from evaluate --variant NAME.int8.onnx")
     args = parser.parse_args()
+    if args.int8:
+        print_int8(args.int8)
+        print()
 
     print("| model | styles | net | crops | style size | batch | steps | train time | hardware | recipe |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -70,6 +76,22 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for key in sorted(new.keys() & old.keys()):
             print(f"| `{key[0]}` | {key[1]} | {old[key]:.3g} | {new[key]:.3g} | {new[key] / old[key]:.2f} |")
+
+
+def print_int8(folder: Path) -> None:
+    """Per model: int8 total / fp32 total and mean |diff| (0-255), ranges over the scored rows."""
+    print("| model | photos x styles | int8 / fp32 total | mean \\|diff\\| (0-255) |")
+    print("|---|---|---|---|")
+    for path in sorted(folder.glob("*.json")):
+        rows = json.loads(path.read_text())["rows"]
+        ratios, diffs = [], []
+        for row in rows:
+            (variant,) = row["variants"].values()
+            ratios.append(variant["total"] / row["fast"]["total"])
+            diffs.append(variant["mean_abs_diff"])
+        photos, styles = len({r["photo"] for r in rows}), len({r["style"] for r in rows})
+        print(f"| `{path.stem}` | {photos} x {styles} | {min(ratios):.4f}-{max(ratios):.4f} | "
+              f"{min(diffs):.1f}-{max(diffs):.1f} |")
 
 
 def mean_total(rows: list[dict], which: str) -> float:
