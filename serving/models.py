@@ -78,7 +78,7 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
                providers: Sequence[str] | None = None, threads: int | None = None,
                precision: str | None = None, variant: str = "auto", check: bool = True) -> Stylizer:
     """The stylizer ``choose_backend`` picks for an exported model; a torch one is checked against the
-    ``.onnx`` (``styletrain.runtime.parity``: within 1e-4 in float32, 2/255 in reduced precision)."""
+    ``.onnx`` (``styletrain.runtime.parity``: within 5e-4 in float32, 2/255 in reduced precision)."""
     onnx_path = Path(onnx_path)
     chosen, device = choose_backend(onnx_path, backend, device=device)
     if chosen == "onnxruntime":

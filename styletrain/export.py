@@ -28,11 +28,12 @@ from styletrain.errors import UserError
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
 from styletrain.runtime.onnx_weights import pack_float16
+from styletrain.runtime.parity import FLOAT32_TOLERANCE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = FLOAT32_TOLERANCE
 """Largest allowed |onnxruntime - torch| on the [0, 1] output in the post-export parity check."""
 PARITY_SIZES = ((1, 37, 53), (2, 16, 29), (1, 64, 48))
 """(batch, height, width) of the random parity inputs: odd sides, the minimum side, a batch of 2."""

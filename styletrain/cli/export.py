@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--tolerance", type=float,
-                   help="largest allowed |onnxruntime - torch| on the [0, 1] output (default 1e-4)")
+                   help="largest allowed |onnxruntime - torch| on the [0, 1] output (default 5e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
     p.add_argument("--quantize", choices=["int8"],
                    help="also write NAME.int8.onnx beside the output (needs --calibration-dir; "

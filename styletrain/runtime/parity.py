@@ -5,7 +5,9 @@ reference), and by the tests. Torch-free: it compares what ``Stylizer.run`` retu
 
 Tolerances (max |difference| over pixels in [0, 1]):
 
-- ``FLOAT32_TOLERANCE`` = 1e-4: the same net in float32 on two backends (measured ~1e-5);
+- ``FLOAT32_TOLERANCE`` = 5e-4 (0.13/255): the same net in float32 on two backends (measured ~1e-5 on
+  an AVX2 CPU; 1.3e-4 for the retrained ``multistyle`` on an AVX-512 one, where oneDNN and
+  onnxruntime sum in other orders; a wrong export is off by 1e-2 and more);
 - ``REDUCED_TOLERANCE`` = 2/255: float16 or bfloat16 compute against the float32 export, i.e. at
   most two steps of an 8-bit output. float16 autocast stays within it on the shipped nets (max
   0.5-1.0/255 measured with CPU autocast); bfloat16 does not (3.6-6.6/255), so it is not the default.
@@ -18,7 +20,7 @@ import numpy as np
 from styletrain.errors import UserError
 from styletrain.runtime.base import Stylizer
 
-FLOAT32_TOLERANCE = 1e-4
+FLOAT32_TOLERANCE = 5e-4
 REDUCED_TOLERANCE = 2 / 255
 
 
@@ -27,7 +29,7 @@ class ParityError(UserError):
 
 
 def tolerance_for(stylizer: Stylizer) -> float:
-    """The tolerance a stylizer is held to: float32 ones to 1e-4, reduced precision to 2/255."""
+    """The tolerance a stylizer is held to: float32 ones to 5e-4, reduced precision to 2/255."""
     return FLOAT32_TOLERANCE if getattr(stylizer, "precision", "float32") == "float32" else REDUCED_TOLERANCE
 
 

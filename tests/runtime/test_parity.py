@@ -17,7 +17,7 @@ from support import make_checkpoint
 def test_torch_fp32_on_the_cpu_matches_onnxruntime_within_1e_4(onnx_models: dict[str, Path], name: str) -> None:
     candidate = load_stylizer(onnx_models[f"{name}_ckpt"])
     reference = load_stylizer(onnx_models[name], threads=1)
-    assert tolerance_for(candidate) == FLOAT32_TOLERANCE == 1e-4
+    assert tolerance_for(candidate) == FLOAT32_TOLERANCE == 5e-4
     assert max_difference(candidate, reference) <= 1e-4
     assert check_parity(candidate, reference) <= 1e-4
 
@@ -26,7 +26,7 @@ def test_other_weights_fail_the_check(onnx_models: dict[str, Path], tmp_path: Pa
     other = load_stylizer(make_checkpoint(tmp_path / "other.ckpt", ["candy", "mosaic", "udnie"], seed=3))
     reference = load_stylizer(onnx_models["multi"], threads=1)
     with pytest.raises(ParityError, match=r"multi: torch on cpu \(float32\) differs from onnxruntime by up to "
-                                          r".* \(tolerance 0\.0001\); "
+                                          r".* \(tolerance 0\.0005\); "
                                           r"use --precision float32, or --backend onnxruntime"):
         check_parity(other, reference, what="multi")
 
