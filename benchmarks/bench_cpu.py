@@ -173,7 +173,7 @@ def main() -> None:
           f"({args.threads or 'default'} threads); Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"# automatic choices here: onnxruntime variant {'int8' if int8_is_faster(facts) else 'fp32'}, "
-          f"torch precision fp32 (bf16 on request)")
+          "torch precision fp32 (bf16 on request)")
 
     torch.manual_seed(0)
     net = TransformerNet(1, width=args.width).eval()

@@ -1,8 +1,9 @@
 """Running a styletrain checkpoint's transformer in torch: ``TorchStylizer``, on the CPU or fast on CUDA.
 
 On the CPU the net runs eagerly in float32 under ``inference_mode`` (it matches the onnxruntime
-export within 1e-4; bfloat16 on request, ``default_precision`` says why not by default). On CUDA
-this is the serving path for machines that have a GPU and torch but not ``onnxruntime-gpu``:
+export within ``parity.FLOAT32_TOLERANCE``; bfloat16 on request, ``default_precision`` says why
+not by default). On CUDA this is the serving path for machines that have a GPU and torch but not
+``onnxruntime-gpu``:
 
 - reduced precision by autocast (``precision``: float16 by default; bfloat16 exceeds the 2/255
   tolerance on the shipped nets, see ``styletrain.runtime.parity``), weights and activations in
