@@ -38,11 +38,11 @@ def main() -> None:
         net, data = m.net, m.data
         kind = NORM_KINDS.get(net["norm"], net["norm"])
         time = f"{m.train_seconds / 60:.0f} min" if m.train_seconds else "not recorded"
-        steps = str(m.global_step)
-        if m.started_from:  # train --init-from: the steps before, then this model's own
-            steps = f"{m.started_from['global_step']} + {steps}"
-            before = m.started_from.get("train_seconds")
-            time += f" (+ {before / 60:.0f} min before)" if before else ""
+        runs = lineage(m.started_from)  # train --init-from: the runs before, oldest first, then this one
+        steps = " + ".join([str(run["global_step"]) for run in runs] + [str(m.global_step)])
+        before = [run.get("train_seconds") for run in runs]
+        if runs and all(before):
+            time += f" (+ {sum(before) / 60:.0f} min before)"
         print(f"| `{path.stem}` | {m.num_styles} | {kind}, width {net['width']}, "
               f"{net['num_residuals']} res. | {data.get('image_size')} px | {m.style_size} px | "
               f"{data.get('batch_size')} | {steps} | {time} | {m.hardware or 'not recorded'} | "
@@ -76,6 +76,15 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for key in sorted(new.keys() & old.keys()):
             print(f"| `{key[0]}` | {key[1]} | {old[key]:.3g} | {new[key]:.3g} | {new[key] / old[key]:.2f} |")
+
+
+def lineage(started_from: dict | None) -> list[dict]:
+    """The ``--init-from`` records of a model's earlier runs, oldest first."""
+    runs = []
+    while started_from:
+        runs.append(started_from)
+        started_from = started_from.get("started_from")
+    return runs[::-1]
 
 
 def print_int8(folder: Path) -> None:

@@ -57,7 +57,8 @@ class ModelMetadata:
     base_checkpoint: str | None = None
     started_from: dict[str, Any] | None = None
     """``train --init-from``: the checkpoint whose weights the run started from, and its
-    ``global_step`` and ``train_seconds`` (this model's own count from there on)."""
+    ``global_step`` and ``train_seconds`` (this model's own count from there on); nested
+    ``started_from`` when that checkpoint was itself started from another."""
     recipe: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     global_step: int = 0

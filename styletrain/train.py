@@ -169,4 +169,6 @@ def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
     module.net.load_state_dict(net.state_dict())
     module.started_from = {"checkpoint": str(path), "global_step": meta.global_step,
                            "train_seconds": meta.train_seconds}
+    if meta.started_from:  # that model's own start: the whole chain of runs stays on record
+        module.started_from["started_from"] = meta.started_from
     log.info("starting from the weights of %s (step %s there)", path, meta.global_step)

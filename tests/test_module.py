@@ -77,9 +77,13 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(
     meta = load_transformer(second)[1]
     assert meta.global_step == 2
     assert meta.started_from["checkpoint"] == str(first) and meta.started_from["global_step"] == 3
+    third = fit(make(), data(), tmp_path / "third", quick(1), init_from=second)  # a chain of runs stays on record
+    chain = load_transformer(third)[1].started_from
+    assert (chain["checkpoint"], chain["global_step"]) == (str(second), 2)
+    assert (chain["started_from"]["checkpoint"], chain["started_from"]["global_step"]) == (str(first), 3)
     with pytest.raises(UserError, match="--init-from"):
         other = StyleTransferModule([str(styles[0])], vgg_weights="random", style_size=32, width=8, num_residuals=1)
-        fit(other, data(), tmp_path / "third", quick(1), init_from=first)
+        fit(other, data(), tmp_path / "fourth", quick(1), init_from=first)
 
 
 def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from styletrain.checkpoint import load_transformer, save_transformer
 from support import make_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "describe_checkpoints.py"
@@ -37,3 +38,15 @@ def test_tables_compare_with_the_previous_models_and_the_int8_variants(tmp_path:
     assert "| `mosaic` | 2 x 1 | 0.9900-1.0100 | 2.5-4.0 |" in out
     assert "| `mosaic` | mosaic | 2 | 100 | 128 | 4 | 1.5 | 2.75, 3.00 |" in out
     assert "| `mosaic` | mosaic | 5 | 4 | 0.80 |" in out
+
+
+def test_steps_and_time_add_up_a_chain_of_init_from_runs(tmp_path: Path) -> None:
+    path = make_checkpoint(tmp_path / "models" / "wave.ckpt", ["wave"])
+    net, meta = load_transformer(path)
+    meta.global_step, meta.train_seconds = 40, 600.0
+    meta.started_from = {"checkpoint": "b.ckpt", "global_step": 200, "train_seconds": 1200.0,
+                         "started_from": {"checkpoint": "a.ckpt", "global_step": 300, "train_seconds": 1800.0}}
+    save_transformer(net, meta, path)
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "models")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "| 300 + 200 + 40 | 10 min (+ 50 min before) |" in out
