@@ -63,8 +63,8 @@ def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):
         out = tmp_path / f"{name}.png"
         args = ["stylize", "--checkpoint", str(multi_ckpt), "--input", str(photo), "--output", str(out), *extra]
         assert main(args) == 0
-        outs[name] = list(Image.open(out).getdata())
-    assert outs["pure"] == outs["candy"] and outs["blend"] != outs["candy"]
+        outs[name] = np.asarray(Image.open(out))
+    assert np.array_equal(outs["pure"], outs["candy"]) and not np.array_equal(outs["blend"], outs["candy"])
 
 
 def test_stylize_strength_and_preserve_color(tmp_path, single_ckpt):

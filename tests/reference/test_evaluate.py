@@ -91,7 +91,8 @@ def test_identity_fidelity_measures_the_identity_rows_distance_from_the_photo(tm
     ckpt = save_transformer(net, load_transformer(ckpt)[1], tmp_path / "flat.ckpt")
     (diff,) = identity_fidelity(ckpt, [photo], size=32).values()
     content = load_tensor(photo, max_side=32)
-    flat = net.eval()(content, torch.tensor([[0.0, 1.0]]))
+    with torch.no_grad():
+        flat = net.eval()(content, torch.tensor([[0.0, 1.0]]))
     assert flat.std(dim=(2, 3)).max() < 1e-6  # a flat image (one colour)
     assert diff == pytest.approx(float((content * 255 - flat * 255).abs().mean()), abs=1.0)
     assert identity_fidelity(make_checkpoint(tmp_path / "plain.ckpt", ["mosaic", "udnie"]), [photo]) == {}
