@@ -61,6 +61,21 @@ class AttemptTimer(Timer):
         pass
 
 
+class SaveOnInterrupt(Callback):
+    """Ctrl-C: write ``last.ckpt`` before Lightning exits, so that the next attempt resumes from the
+    step it was at rather than from the last ``--checkpoint-every`` save (one process only: under
+    DDP the save would wait on ranks that are gone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, module: StyleTransferModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            log.warning("interrupted at step %d: saved %s; run the same command to resume",
+                        trainer.global_step, self.path)
+
+
 @dataclass
 class TrainerOptions:
     """Run settings passed through to ``lightning.Trainer`` (devices, nodes and strategy for DDP)."""
@@ -97,7 +112,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
 
     ``init_from``: a (slim) checkpoint of the same net whose weights start a run that has no
     ``last.ckpt`` to resume (e.g. on a fresh machine); the optimizer and step count start afresh.
-    Returns the path of ``out/last.ckpt``, written at the end of every run, interrupted or not.
+    Returns the path of ``out/last.ckpt``, written at the end of every run, also one stopped by
+    ``max_time`` or Ctrl-C (Lightning then exits with status 1).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -134,6 +150,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
             ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
                             every_n_train_steps=options.checkpoint_every),
             SampleGrid(out / "samples"),
+            SaveOnInterrupt(last),
             *([AttemptTimer(options.max_time, interval="step")] if options.max_time else []),
         ],
         val_check_interval=options.val_every,

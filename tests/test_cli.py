@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from styletrain.checkpoint import read_checkpoint
-from styletrain.cli import main
+from styletrain.cli import build_parser, main
+from styletrain.cli.train import _apply_config
 from support import write_images
 
 
@@ -54,6 +55,16 @@ def test_train_from_yaml_recipe(tmp_path, capsys):
     assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["recipe"] == str(recipe)
     recipe.write_text("colour: blue\n")
     assert "unknown option 'colour'" in run_error(capsys, ["train", "--config", str(recipe)])
+
+
+def test_command_line_overrides_the_recipe_even_with_a_default_value(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("width: 16\nlr: 1.0e-4\nimage-size: 128\nstyle: a.jpg\n")
+    args = build_parser().parse_args(["train", "--config", str(recipe), "--width", "32", "--lr", "1e-3"])
+    _apply_config(args)
+    assert (args.width, args.lr) == (32, 1e-3)  # given, though equal to the defaults: the command line wins
+    assert (args.image_size, args.style) == (128, ["a.jpg"])  # from the recipe
+    assert (args.batch_size, args.max_steps) == (4, 40_000)  # from the defaults
 
 
 def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):

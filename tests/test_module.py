@@ -63,6 +63,26 @@ def test_resumes_from_last_checkpoint(tmp_path, photos):
     assert (tmp_path / "run" / "samples").is_dir()
 
 
+def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_path, photos, monkeypatch):
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    original = StyleTransferModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == 2:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(StyleTransferModule, "training_step", interrupted)
+    with pytest.raises(SystemExit):  # Lightning's exit after Ctrl-C; no periodic save before step 10
+        fit(make(), data(), tmp_path / "run", quick(10))
+    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 2
+    monkeypatch.undo()
+    last = fit(make(), data(), tmp_path / "run", quick(4))
+    assert read_checkpoint(last)["styletrain"]["global_step"] == 4
+
+
 def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
     make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731

@@ -36,7 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="styletrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="styletrain", description="Train fast neural style-transfer nets, "
+                                     "stylize with them, serve them over gRPC, and judge them against Gatys.")
     parser.add_argument("--version", action="version", version=f"styletrain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="style image's longer side as a multiple of the output's (default 1)")
     scale.add_argument("--style-size", type=positive(), help="style image's longer side in pixels")
     p.add_argument("--preserve-color", action="store_true",
-                   help="transfer luminance only and keep the photo's colours (Gatys et al. 2017)")
+                   help="transfer luminance only and keep the photo's colours (Gatys et al. 2016)")
     p.add_argument("--scales", type=positive(), default=1,
                    help="coarse-to-fine: optimise at this many resolutions, halving the side (default 1)")
 

@@ -15,6 +15,13 @@ REQUIRED = ("style", "content_dir", "out")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options, None unless given (a given option never parses to None), so that ``run`` can
+    tell them from a recipe's."""
+    add_options(p)
+    p.set_defaults(**dict.fromkeys(add_defaults()))
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML recipe whose keys are these options "
                    "(e.g. configs/mosaic.yaml); options on the command line override it")
     p.add_argument("--style", action="append", metavar="IMG",
@@ -53,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default="auto")
     p.add_argument("--num-nodes", type=positive(), default=1)
     p.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs or nodes")
-    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs and on CPUs with "
-                   "AVX512-BF16 or AMX, 32-true on other CPUs)")
+    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPUs that support bf16 and "
+                   "on CPUs with AVX512-BF16 or AMX, 32-true elsewhere)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for GPUs and for bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the net and the loss network "
@@ -67,25 +74,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_config(args: argparse.Namespace) -> None:
-    """Fill options not given on the command line from the YAML recipe."""
-    if args.config is None:
-        return
-    try:
-        recipe = yaml.safe_load(args.config.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"could not read recipe {args.config}: {exc}") from None
+    """Fill the options not given on the command line from the YAML recipe, then from the defaults."""
     defaults = add_defaults()
+    config = args.config
+    recipe = {}
+    if config is not None:
+        try:
+            recipe = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"could not read recipe {config}: {exc}") from None
     for key, value in recipe.items():
         attr = key.replace("-", "_")
         if attr not in defaults:
-            raise UserError(f"unknown option {key!r} in {args.config}")
-        if getattr(args, attr) == defaults[attr]:
+            raise UserError(f"unknown option {key!r} in {config}")
+        if getattr(args, attr) is None:
             setattr(args, attr, value if attr != "style" or isinstance(value, list) else [value])
+    for attr, value in defaults.items():
+        if getattr(args, attr) is None:
+            setattr(args, attr, value)
 
 
 def add_defaults() -> dict:
+    """Every option's default value, by attribute name."""
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_options(parser)
     return vars(parser.parse_args([]))
 
 
