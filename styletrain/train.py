@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,11 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         enable_model_summary=False,
         log_every_n_steps=min(50, options.val_every),
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    with warnings.catch_warnings():
+        # Lightning warns on every mid-epoch resume that the loader cannot pick up where it was;
+        # here it starts a fresh shuffle seeded by the step instead (above), which is intended.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     trainer.save_checkpoint(last, weights_only=False)  # optimizer and loop state too, to resume
     return last
 
