@@ -8,10 +8,12 @@ training only their new scale/shift rows, every convolution and old row frozen (
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -47,6 +49,7 @@ class StyleTransferModule(L.LightningModule):
         num_residuals: int = 5,
         lr: float = 1e-3,
         warmup_steps: int = 0,
+        lr_decay: str = "none",
         content_weight: float = DEFAULT_LOSS.content_weight,
         style_weight: float = DEFAULT_LOSS.style_weight,
         tv_weight: float = DEFAULT_LOSS.tv_weight,
@@ -61,6 +64,8 @@ class StyleTransferModule(L.LightningModule):
         recipe: str | None = None,
     ) -> None:
         super().__init__()
+        if lr_decay not in ("none", "cosine"):
+            raise UserError(f"lr_decay must be 'none' or 'cosine', not {lr_decay!r}")
         self.save_hyperparameters()
         self.loss_config = LossConfig(
             content_layer=content_layer, style_layers=tuple(style_layers), content_weight=content_weight,
@@ -174,15 +179,20 @@ class StyleTransferModule(L.LightningModule):
         return self.net(image, style_weights)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
-        """Adam; with ``warmup_steps`` its learning rate ramps up linearly over that many steps, which a
-        run starting from trained weights needs: a fresh Adam at full rate undoes them (benchmarks/RESULTS.md)."""
+        """Adam. ``warmup_steps`` ramps its rate up linearly, which a run starting from trained weights
+        needs (a fresh Adam at full rate undoes them: benchmarks/RESULTS.md); ``lr_decay="cosine"`` then
+        brings it down to zero at the trainer's ``max_steps``, which settles the weights at the end."""
         params = [p for p in self.net.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.hparams.lr)
         warmup = self.hparams.get("warmup_steps", 0)
-        if not warmup:
+        decay = self.hparams.get("lr_decay", "none")
+        if not warmup and decay == "none":
             return optimizer
-        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
+        total = self.trainer.max_steps if decay == "cosine" else 0
+        if decay == "cosine" and total <= warmup:
+            raise UserError(f"--lr-decay cosine needs --max-steps above --warmup-steps ({warmup}); got {total}")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def metadata(self) -> ModelMetadata:
@@ -217,6 +227,16 @@ class StyleTransferModule(L.LightningModule):
         stored = checkpoint.get("styletrain", {})
         self._seconds_before = float(stored.get("train_seconds", 0.0))
         self.started_from = stored.get("started_from")
+
+
+def lr_factor(step: int, *, warmup: int, total: int) -> float:
+    """The learning rate at optimizer ``step``, as a fraction of ``lr``: a linear ramp over ``warmup``
+    steps, then flat, or (``total`` > 0) a half cosine from 1 down to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if total <= 0:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
 
 
 def hardware() -> str:

@@ -9,7 +9,7 @@ from support import DATA, needs_data, write_images
 from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule, PhotoDataset
 from styletrain.errors import UserError
-from styletrain.module import StyleTransferModule
+from styletrain.module import StyleTransferModule, lr_factor
 from styletrain.train import TrainerOptions, fit
 
 FAST = dict(style_size=32, width=4, num_residuals=1)
@@ -119,6 +119,20 @@ def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photo
     plain = make()
     plain.hparams.warmup_steps = 0
     assert isinstance(plain.configure_optimizers(), torch.optim.Adam)
+
+
+def test_cosine_decay_brings_the_rate_to_zero_at_max_steps(tmp_path, photos):
+    assert [round(lr_factor(s, warmup=2, total=6), 3) for s in range(7)] == [0.5, 1, 1, 0.854, 0.5, 0.146, 0]
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=2,  # noqa: E731
+                                       lr_decay="cosine", **FAST)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    module = make()
+    fit(module, data(), tmp_path / "run", quick(6))
+    assert module.trainer.global_step == 6
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(UserError, match="--max-steps above --warmup-steps"):
+        fit(make(), data(), tmp_path / "short", quick(2))
 
 
 def test_multi_style_training_teaches_every_style(tmp_path, photos):

@@ -43,6 +43,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=non_negative(int), default=0,
                    help="ramp the learning rate up over this many steps (use with --init-from: a fresh "
                    "optimizer at full rate undoes trained weights)")
+    p.add_argument("--lr-decay", choices=("none", "cosine"), default="none",
+                   help="cosine: after the warm-up, bring the learning rate down to zero at --max-steps "
+                   "(a final, settling stretch; set --max-steps to the steps this run will reach)")
     p.add_argument("--gradient-clip", type=positive(float), help="clip the gradient norm to this (stabilises long "
                    "multi-style runs with small batches, where a spike can collapse the net)")
     p.add_argument("--width", type=positive(), default=32, help="channels of the first layer (16: small, fast net)")
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or default_precision(args.accelerator)
     module = StyleTransferModule(
         [str(p) for p in args.style], style_size=args.style_size, width=args.width,
-        num_residuals=args.num_residuals, lr=args.lr, warmup_steps=args.warmup_steps, **loss_settings(args),
+        num_residuals=args.num_residuals, lr=args.lr, warmup_steps=args.warmup_steps, lr_decay=args.lr_decay,
+        **loss_settings(args),
         vgg_arch=args.vgg_arch,
         vgg_weights=args.vgg_weights,
         channels_last=(gpu or precision.startswith("bf16")) if args.channels_last is None else args.channels_last,
