@@ -69,9 +69,11 @@ class SaveOnInterrupt(Callback):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.interrupted = False
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransferModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+        if self.interrupted and trainer.world_size == 1:
             trainer.save_checkpoint(self.path, weights_only=False)
             log.warning("interrupted at step %d: saved %s; run the same command to resume",
                         trainer.global_step, self.path)
@@ -137,6 +139,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     # The data order is not part of the checkpoint: seeding by the step keeps every resumed attempt
     # from replaying the photos and crops the first attempt began with.
     L.seed_everything(options.seed + resumed_step, workers=True, verbose=False)
+    interrupt = SaveOnInterrupt(last)
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=options.max_steps,
@@ -151,7 +154,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
             ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
                             every_n_train_steps=options.checkpoint_every),
             SampleGrid(out / "samples"),
-            SaveOnInterrupt(last),
+            interrupt,
             *([AttemptTimer(options.max_time, interval="step")] if options.max_time else []),
         ],
         val_check_interval=options.val_every,
@@ -165,7 +168,12 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         # Lightning warns on every mid-epoch resume that the loader cannot pick up where it was;
         # here it starts a fresh shuffle seeded by the step instead (above), which is intended.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        except SystemExit:
+            if interrupt.interrupted:  # Lightning turns Ctrl-C into exit(1): hand it on as what it was
+                raise KeyboardInterrupt from None
+            raise
     trainer.save_checkpoint(last, weights_only=False)  # optimizer and loop state too, to resume
     return last
 

@@ -44,6 +44,24 @@ def test_train_then_stylize(tmp_path, photo, capsys):
     assert Image.open(tmp_path / "out.png").size == (37, 29)
 
 
+def test_ctrl_c_during_train_exits_130_with_the_step_saved(tmp_path, capsys, monkeypatch):
+    from styletrain.module import StyleTransferModule
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StyleTransferModule, "training_step", interrupted)
+    write_images(tmp_path / "photos", 5)
+    style = write_images(tmp_path / "styles", 1, seed=5)[0]
+    argv = ["train", "--style", str(style), "--content-dir", str(tmp_path / "photos"), "--out", str(tmp_path / "run"),
+            "--image-size", "32", "--style-size", "32", "--batch-size", "2", "--max-steps", "5", "--width", "4",
+            "--num-residuals", "1", "--vgg-weights", "random", "--num-workers", "0", "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 130  # the shell's code for SIGINT, not Lightning's exit(1)
+    assert "styletrain train: interrupted" in capsys.readouterr().err
+    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 0
+
+
 def test_train_from_yaml_recipe(tmp_path, capsys):
     write_images(tmp_path / "photos", 5)
     style = write_images(tmp_path / "styles", 1, seed=5)[0]
