@@ -18,6 +18,7 @@ from styletrain.data import PhotoDataModule
 from styletrain.errors import UserError
 from styletrain.module import StyleTransferModule
 from styletrain.runtime.variants import cpu_facts
+from styletrain.transformer import widen
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +192,22 @@ def loggers(out: Path) -> list[Logger]:
 
 
 def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
-    """Start from a checkpoint's net weights; it must hold the same styles and net config."""
+    """Start from a checkpoint's net weights; it must hold the same styles and net config, except
+    that a narrower net is widened to this run's width (the same function, ``transformer.widen``)."""
     net, meta = load_transformer(path)
+    trained_width, width = net.width, module.net.width
+    if {**net.config(), "width": width} == module.net.config() and width > net.width and width % net.width == 0:
+        log.info("widening %s from width %d to %d: the same function, more channels to train", path, net.width, width)
+        net = widen(net, width, generator=torch.Generator().manual_seed(0))  # the same wide net every time
     if list(meta.style_names) != list(module.style_names) or net.config() != module.net.config():
         raise UserError(f"--init-from {path} holds {meta.style_names} with net {net.config()}; this run "
-                        f"trains {module.style_names} with net {module.net.config()}")
+                        f"trains {module.style_names} with net {module.net.config()} (a narrower net can "
+                        "start a run at a multiple of its width; anything else must match)")
     module.net.load_state_dict(net.state_dict())
     module.started_from = {"checkpoint": str(path), "global_step": meta.global_step,
                            "train_seconds": meta.train_seconds}
+    if trained_width != width:
+        module.started_from["widened_from"] = trained_width
     if meta.started_from:  # that model's own start: the whole chain of runs stays on record
         module.started_from["started_from"] = meta.started_from
     log.info("starting from the weights of %s (step %s there)", path, meta.global_step)

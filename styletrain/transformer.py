@@ -217,3 +217,37 @@ class TransformerNet(nn.Module):
             x = block(x, style_weights)
         x = x[..., :h, :w]
         return x if self.training else x.clamp(0.0, 1.0)
+
+
+def widen(net: TransformerNet, width: int, *, noise: float = 0.25,
+          generator: torch.Generator | None = None) -> TransformerNet:
+    """The same function as ``net`` at ``width`` channels, a multiple of its own (Net2WiderNet,
+    Chen et al. 2016): a trained narrow net starts a wide one without losing what it learned.
+
+    Every channel is copied ``width // net.width`` times, norm parameters with it, and each next
+    layer's weights on the copies are split in random shares that sum to one (``noise`` sets their
+    spread): the output is unchanged, while the copies get different gradients and so can diverge.
+    """
+    if width % net.width or width < net.width:
+        raise ValueError(f"can widen a width-{net.width} net only to a multiple of {net.width}; got {width}")
+    wide = TransformerNet(**{**net.config(), "width": width}).to(next(net.parameters()))  # its dtype, device
+    copies = width // net.width
+    pairs = zip((m for m in net.modules() if isinstance(m, _Block)),
+                (m for m in wide.modules() if isinstance(m, _Block)), strict=True)
+    with torch.no_grad():
+        for old, new in pairs:
+            (cout, cin), (old_out, old_in) = new.conv.weight.shape[:2], old.conv.weight.shape[:2]
+            take_out, take_in = torch.arange(cout) % old_out, torch.arange(cin) % old_in  # copy c of j: c * old + j
+            weight = old.conv.weight[take_out][:, take_in]
+            if cin > old_in:
+                shares = 1 + noise * (2 * torch.rand(cout, copies, old_in, generator=generator).to(weight) - 1)
+                weight = weight * (shares / shares.sum(1, keepdim=True)).reshape(cout, cin, 1, 1)
+            new.conv.weight.copy_(weight)
+            new.conv.bias.copy_(old.conv.bias[take_out])
+            if old.norm is not None:
+                wide_params = dict(new.norm.named_parameters())
+                for name, param in old.norm.named_parameters():
+                    if param.shape[-1] != old_out or wide_params[name].shape[-1] != cout:
+                        raise ValueError(f"cannot widen a {net.norm!r} norm: its {name!r} is not per channel")
+                    wide_params[name].copy_(param[..., take_out])
+    return wide.train(net.training)

@@ -102,8 +102,23 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(
     assert (chain["checkpoint"], chain["global_step"]) == (str(second), 2)
     assert (chain["started_from"]["checkpoint"], chain["started_from"]["global_step"]) == (str(first), 3)
     with pytest.raises(UserError, match="--init-from"):
-        other = StyleTransferModule([str(styles[0])], vgg_weights="random", style_size=32, width=8, num_residuals=1)
+        other = StyleTransferModule([str(styles[0])], vgg_weights="random", style_size=32, width=6, num_residuals=1)
         fit(other, data(), tmp_path / "fourth", quick(1), init_from=first)
+
+
+def test_init_from_a_narrower_net_widens_it_with_the_same_output(tmp_path, photos, caplog):
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    make = lambda width: StyleTransferModule([str(styles[0])], vgg_weights="random", **{**FAST, "width": width})  # noqa: E731
+    narrow = fit(make(4), data, tmp_path / "narrow", quick(2))
+    wide_module = make(8)
+    caplog.set_level("INFO", logger="styletrain")
+    wide = fit(wide_module, data, tmp_path / "wide", quick(0), init_from=narrow)
+    assert "widening" in caplog.text
+    (narrow_net, _), (wide_net, meta) = load_transformer(narrow), load_transformer(wide)
+    assert wide_net.width == 8 and meta.started_from["widened_from"] == 4
+    x = torch.rand(1, 3, 40, 40)
+    torch.testing.assert_close(wide_net(x), narrow_net(x), rtol=0, atol=1e-5)
 
 
 def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):

@@ -6,7 +6,7 @@ from torch import nn
 
 from styletrain.checkpoint import load_transformer, save_transformer
 from styletrain.metadata import ModelMetadata
-from styletrain.transformer import NORMS, ConditionalInstanceNorm2d, TransformerNet, register_norm
+from styletrain.transformer import NORMS, ConditionalInstanceNorm2d, TransformerNet, register_norm, widen
 
 
 def test_cin_one_hot_equals_instance_norm_with_that_styles_affine():
@@ -197,3 +197,26 @@ def test_adding_styles_keeps_old_rows_and_trains_only_new_ones():
     assert not torch.equal(norm.scale[2], norm.scale[:2].mean(0))
     with pytest.raises(ValueError, match="cannot learn new styles"):
         TransformerNet(width=4, num_residuals=1).add_styles(1)
+
+
+@pytest.mark.parametrize("num_styles", [1, 3])
+def test_widening_keeps_the_output_and_lets_the_copies_learn_apart(num_styles):
+    torch.manual_seed(0)
+    narrow = TransformerNet(num_styles, width=4, num_residuals=2).double()
+    with torch.no_grad():  # trained-looking norms, not the all-ones default
+        for p in narrow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    wide = widen(narrow, 8)
+    assert wide.config() == {**narrow.config(), "width": 8} and wide.training
+    x = torch.rand(2, 3, 36, 44, dtype=torch.float64)
+    w = torch.softmax(torch.randn(2, num_styles, dtype=torch.float64), 1) if num_styles > 1 else None
+    torch.testing.assert_close(wide(x, w), narrow(x, w), rtol=0, atol=1e-10)
+
+    wide(x, w).square().mean().backward()
+    grad = wide.blocks[1].conv.weight.grad  # out channels j and 8 + j are copies of narrow channel j
+    assert not torch.allclose(grad[:8], grad[8:])  # the random shares break the symmetry
+
+
+def test_widening_needs_a_multiple_of_the_width():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        widen(TransformerNet(width=16, num_residuals=1), 24)

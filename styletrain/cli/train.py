@@ -71,7 +71,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "(minutes of compilation first; see benchmarks/RESULTS.md for when it pays)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.ckpt exists")
     p.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's net weights (same styles and "
-                   "net) when OUT/last.ckpt does not exist; optimizer and steps start afresh")
+                   "net; a narrower net is widened to --width if that is a multiple of its width, with the same "
+                   "output) when OUT/last.ckpt does not exist; optimizer and steps start afresh")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seed", type=int, default=0)
 
