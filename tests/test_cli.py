@@ -75,14 +75,26 @@ def test_train_from_yaml_recipe(tmp_path, capsys):
     assert "unknown option 'colour'" in run_error(capsys, ["train", "--config", str(recipe)])
 
 
-def test_command_line_overrides_the_recipe_even_with_a_default_value(tmp_path):
+def test_command_line_overrides_the_recipe_even_with_a_default_value(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "styles", 1)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("width: 16\nlr: 1.0e-4\nimage-size: 128\nstyle: a.jpg\n")
+    recipe.write_text("width: 16\nlr: 1.0e-4\nimage-size: 128\nstyle: styles/img0.png\n")
     args = build_parser().parse_args(["train", "--config", str(recipe), "--width", "32", "--lr", "1e-3"])
     _apply_config(args)
     assert (args.width, args.lr) == (32, 1e-3)  # given, though equal to the defaults: the command line wins
-    assert (args.image_size, args.style) == (128, ["a.jpg"])  # from the recipe
+    assert (args.image_size, args.style) == (128, ["styles/img0.png"])  # from the recipe
     assert (args.batch_size, args.max_steps) == (4, 40_000)  # from the defaults
+
+
+def test_a_recipe_path_missing_from_the_working_directory_says_where_paths_are_read_from(tmp_path, capsys,
+                                                                                         monkeypatch):
+    recipe = tmp_path / "configs" / "recipe.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("style: ../shared/styles/a.jpg\ncontent-dir: photos\n")
+    monkeypatch.chdir(recipe.parent)  # not the root the recipe was written for
+    err = run_error(capsys, ["train", "--config", str(recipe)])
+    assert "style ../shared/styles/a.jpg not found from" in err and "working directory" in err
 
 
 def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):

@@ -93,9 +93,24 @@ def _apply_config(args: argparse.Namespace) -> None:
             raise UserError(f"unknown option {key!r} in {config}")
         if getattr(args, attr) is None:
             setattr(args, attr, value if attr != "style" or isinstance(value, list) else [value])
+            _check_recipe_paths(config, key, getattr(args, attr))
     for attr, value in defaults.items():
         if getattr(args, attr) is None:
             setattr(args, attr, value)
+
+
+RECIPE_PATHS = ("style", "content-dir", "init-from")
+"""Recipe options that name files or folders which must exist before training starts."""
+
+
+def _check_recipe_paths(config: Path, key: str, value: str | list[str]) -> None:
+    """Refuse a recipe path that is missing from here, saying where relative paths are read from."""
+    if key not in RECIPE_PATHS:
+        return
+    for path in value if isinstance(value, list) else [value]:
+        if not Path(path).is_absolute() and not Path(path).exists():
+            raise UserError(f"{config}: {key} {path} not found from {Path.cwd()}; a recipe's relative paths are "
+                            "read from the working directory (run the project's recipes from its root)")
 
 
 def add_defaults() -> dict:
