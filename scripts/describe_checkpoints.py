@@ -43,7 +43,8 @@ def main() -> None:
         before = [run.get("train_seconds") for run in runs]
         if runs and all(before):
             time += f" (+ {sum(before) / 60:.0f} min before)"
-        print(f"| `{path.stem}` | {m.num_styles} | {kind}, width {net['width']}, "
+        widths = [run["widened_from"] for run in runs if "widened_from" in run] + [net["width"]]
+        print(f"| `{path.stem}` | {m.num_styles} | {kind}, width {' -> '.join(map(str, widths))}, "
               f"{net['num_residuals']} res. | {data.get('image_size')} px | {m.style_size} px | "
               f"{data.get('batch_size')} | {steps} | {time} | {m.hardware or 'not recorded'} | "
               f"`{m.recipe}` |")

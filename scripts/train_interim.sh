@@ -4,16 +4,17 @@
 # from the shipped checkpoints when runs/interim/NAME/ is fresh: `init-from` in their recipes).
 # Every run stops after a time limit and saves runs/interim/NAME/last.ckpt; rerunning the script
 # continues each model from there (until the recipe's max-steps).
-#   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 88 and 22)
+#   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 88 and 44)
 # The recipes decay the rate to zero at their max-steps, which these limits reach on a 2-core
-# AVX512-BF16 EPYC (3700 and 1350 steps in 76 and 19 minutes); a slower CPU needs a second attempt.
+# AVX512-BF16 EPYC (3700 steps of the 13-style net in 76 minutes, 1900 of a width-32 single-style
+# net in about 42); a slower CPU needs a second attempt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/env.sh)
 export OMP_NUM_THREADS=1
 minutes() { printf '00:%02d:%02d:00' $(($1 / 60)) $(($1 % 60)); }
 train() { "$venv/bin/styletrain" train --config "configs/interim/$1.yaml" --no-progress --max-time "$2"; }
-multi=$(minutes "${1:-88}") single=$(minutes "${2:-22}")
+multi=$(minutes "${1:-88}") single=$(minutes "${2:-44}")
 mkdir -p runs/interim
 train multistyle "$multi" >runs/interim/multistyle.log 2>&1 &
 (for name in the_scream wave_crop starry_night_crop mosaic; do

@@ -45,8 +45,10 @@ def test_steps_and_time_add_up_a_chain_of_init_from_runs(tmp_path: Path) -> None
     net, meta = load_transformer(path)
     meta.global_step, meta.train_seconds = 40, 600.0
     meta.started_from = {"checkpoint": "b.ckpt", "global_step": 200, "train_seconds": 1200.0,
+                         "widened_from": net.width // 2,  # train --init-from a narrower net
                          "started_from": {"checkpoint": "a.ckpt", "global_step": 300, "train_seconds": 1800.0}}
     save_transformer(net, meta, path)
     out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "models")],
                          check=True, capture_output=True, text=True).stdout
     assert "| 300 + 200 + 40 | 10 min (+ 50 min before) |" in out
+    assert f"width {net.width // 2} -> {net.width}," in out
