@@ -5,6 +5,10 @@ Here, once (CPU):
         -> .carry/gpu/ (git-ignored, <= 60 MiB): a float16 VGG16 truncated after relu4_3, the training
            photos re-encoded at 288 px short side, the paintings and the demo photos, laid out like
            ../shared so the recipes in configs/ run unchanged against it.
+    python scripts/gpu_session.py aside
+        -> deletes the shipped .onnx files and rendered images from the working tree (committed, so
+           `git checkout -- checkpoints docs` brings them back after the lease): the project and the
+           pack must fit in the 64 MiB a call carries.
 On the GPU machine (device tool: carry .carry; everything for the user lands in $OUT):
     python3 scripts/gpu_session.py check              # versions, CUDA, bf16, the imports training needs
     python3 scripts/gpu_session.py probe              # <= 3 min: images/s table (bench_training.py)
@@ -44,6 +48,9 @@ RUNS = ROOT / "runs" / "gpu"
 VGG_FILE = "weights/vgg16_imagenet_features.pth"
 RELU4_3 = 22
 """Index of relu4_3 in torchvision's VGG16 ``features``: the deepest layer the losses use."""
+NOT_NEEDED = ("checkpoints/*.onnx", "docs/**/*.png", "docs/*.png")
+"""Tracked files a lease does not use (the shipped ONNX models, rendered images): ``aside`` takes them
+out of the working tree so that the pack and the project fit in the 64 MiB a call carries."""
 
 
 def pack(shared: Path, dest: Path, *, short_side: int = 288, quality: int = 75, limit: int | None = None) -> None:
@@ -70,12 +77,34 @@ def pack(shared: Path, dest: Path, *, short_side: int = 288, quality: int = 75, 
         shutil.copytree(shared / "data" / folder, dest / "data" / folder)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"wrote {dest}: {size / 2**20:.1f} MiB")
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    tree = sum((ROOT / name).stat().st_size for name in listed.split("\0") if name and (ROOT / name).is_file())
-    print(f"with the working tree ({tree / 2**20:.1f} MiB): {(size + tree) / 2**20:.1f} MiB "
-          "of the 64 MiB a call carries")
+    needless = set(tracked(ROOT, *NOT_NEEDED))
+    tree = sum((ROOT / name).stat().st_size for name in tracked(ROOT) if name not in needless
+               and (ROOT / name).is_file())
+    print(f"with the working tree less what a lease does not need ({tree / 2**20:.1f} MiB): "
+          f"{(size + tree) / 2**20:.1f} MiB of the 64 MiB a call carries")
     if size + tree > 63 * 2**20:
         raise SystemExit("too large to carry: pass a smaller --short-side or --quality")
+    print("before the first call: python scripts/gpu_session.py aside")
+
+
+def tracked(root: Path, *patterns: str) -> list[str]:
+    """Files git tracks under ``root`` (matching ``patterns``, git pathspec globs, if given)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", *(f":(glob){p}" for p in patterns)], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    return [name for name in listed.split("\0") if name]
+
+
+def aside(root: Path) -> None:
+    """Delete the tracked files a lease does not need (``NOT_NEEDED``) from the working tree; only
+    files committed unchanged, so ``git checkout -- checkpoints docs`` brings every one back."""
+    names = tracked(root, *NOT_NEEDED)
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *names], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()
+    if changed:
+        raise SystemExit(f"commit these first, so that git can bring them back: {' '.join(changed)}")
+    for name in names:
+        (root / name).unlink(missing_ok=True)
+    print(f"set aside {len(names)} files; after the lease: git checkout -- checkpoints docs")
 
 
 def recipe(name: str, shared: Path, runs: Path) -> Path:
@@ -185,7 +214,7 @@ def probe(shared: Path, out: Path, extra: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("stage", choices=("pack", "check", "probe", "train", "evaluate"))
+    parser.add_argument("stage", choices=("pack", "aside", "check", "probe", "train", "evaluate"))
     parser.add_argument("names", nargs="*", default=list(MODELS), help=f"models (default: {' '.join(MODELS)})")
     parser.add_argument("--shared", type=Path, help=f"data root laid out like ../shared (default: {SHARED} if it "
                         f"exists, else {PACK.relative_to(ROOT)})")
@@ -194,6 +223,7 @@ def main() -> None:
     parser.add_argument("--short-side", type=int, default=288, help="pack: photos' short side (crops are 256)")
     parser.add_argument("--quality", type=int, default=75, help="pack: JPEG quality of the photos")
     parser.add_argument("--runs", type=Path, default=RUNS)
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # aside: the repository (tests)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "runs" / "gpu-out")))
     parser.add_argument("--minutes", type=float, default=8.0, help="train: wall-clock limit of this run")
     parser.add_argument("--init-dir", type=Path, help="train: slim NAME.ckpt files to start from on a fresh machine")
@@ -209,6 +239,8 @@ def main() -> None:
     start = time.monotonic()
     if args.stage == "pack":
         pack(shared, args.pack, short_side=args.short_side, quality=args.quality, limit=args.limit)
+    elif args.stage == "aside":
+        aside(args.root)
     elif args.stage == "check":
         check()
     elif args.stage == "probe":

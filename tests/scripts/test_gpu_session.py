@@ -50,3 +50,29 @@ def test_pack_then_train_resumes_on_a_fresh_machine(tmp_path):
             "--init-dir", first, *TINY)
     assert "starting from the weights of" in (tmp_path / "runs2" / "the_scream.log").read_text()
     assert read_checkpoint(second / "the_scream.ckpt")["styletrain"]["global_step"] == 2
+
+
+def test_aside_takes_out_only_committed_files_a_lease_does_not_need(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    files = ["checkpoints/a.onnx", "checkpoints/a.int8.onnx", "checkpoints/a.ckpt", "docs/g.png", "docs/r/e.png",
+             "docs/r.md"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "m")
+    (tmp_path / "checkpoints" / "a.onnx").write_bytes(b"changed")
+    script = str(ROOT / "scripts" / "gpu_session.py")
+    result = subprocess.run([sys.executable, script, "aside", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0 and "commit these first" in result.stderr and "checkpoints/a.onnx" in result.stderr
+    assert all((tmp_path / name).exists() for name in files)  # nothing taken while one could not come back
+
+    git("checkout", "--", "checkpoints")
+    session("aside", "--root", tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.*") if ".git" not in p.parts) == [
+        "checkpoints/a.ckpt", "docs/r.md"]
+    git("checkout", "--", "checkpoints", "docs")  # what the script tells the user to run after the lease
+    assert all((tmp_path / name).exists() for name in files)
