@@ -98,7 +98,7 @@ def aside(root: Path) -> None:
     """Delete the tracked files a lease does not need (``NOT_NEEDED``) from the working tree; only
     files committed unchanged, so ``git checkout -- checkpoints docs`` brings every one back."""
     names = tracked(root, *NOT_NEEDED)
-    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *names], cwd=root,
+    changed = subprocess.run(["git", "diff", "--name-only", "--diff-filter=d", "HEAD", "--", *names], cwd=root,
                              capture_output=True, text=True, check=True).stdout.split()
     if changed:
         raise SystemExit(f"commit these first, so that git can bring them back: {' '.join(changed)}")
