@@ -48,7 +48,7 @@ RUNS = ROOT / "runs" / "gpu"
 VGG_FILE = "weights/vgg16_imagenet_features.pth"
 RELU4_3 = 22
 """Index of relu4_3 in torchvision's VGG16 ``features``: the deepest layer the losses use."""
-NOT_NEEDED = ("checkpoints/*.onnx", "docs/**/*.png", "docs/*.png")
+NOT_NEEDED = ("checkpoints/*.onnx", "docs/**/*.png")  # git globs: "**/" also matches no folder
 """Tracked files a lease does not use (the shipped ONNX models, rendered images): ``aside`` takes them
 out of the working tree so that the pack and the project fit in the 64 MiB a call carries."""
 
