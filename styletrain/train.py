@@ -196,13 +196,16 @@ def _load_weights(module: StyleTransferModule, path: str | Path) -> None:
     that a narrower net is widened to this run's width (the same function, ``transformer.widen``)."""
     net, meta = load_transformer(path)
     trained_width, width = net.width, module.net.width
-    if {**net.config(), "width": width} == module.net.config() and width > net.width and width % net.width == 0:
-        log.info("widening %s from width %d to %d: the same function, more channels to train", path, net.width, width)
-        net = widen(net, width, generator=torch.Generator().manual_seed(0))  # the same wide net every time
-    if list(meta.style_names) != list(module.style_names) or net.config() != module.net.config():
+    widens = ({**net.config(), "width": width} == module.net.config() and width > trained_width
+              and width % trained_width == 0)
+    if list(meta.style_names) != list(module.style_names) or (net.config() != module.net.config() and not widens):
         raise UserError(f"--init-from {path} holds {meta.style_names} with net {net.config()}; this run "
                         f"trains {module.style_names} with net {module.net.config()} (a narrower net can "
                         "start a run at a multiple of its width; anything else must match)")
+    if widens:
+        log.info("widening %s from width %d to %d: the same function, more channels to train", path, trained_width,
+                 width)
+        net = widen(net, width, generator=torch.Generator().manual_seed(0))  # the same wide net every time
     module.net.load_state_dict(net.state_dict())
     module.started_from = {"checkpoint": str(path), "global_step": meta.global_step,
                            "train_seconds": meta.train_seconds}

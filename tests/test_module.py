@@ -119,6 +119,10 @@ def test_init_from_a_narrower_net_widens_it_with_the_same_output(tmp_path, photo
     assert wide_net.width == 8 and meta.started_from["widened_from"] == 4
     x = torch.rand(1, 3, 40, 40)
     torch.testing.assert_close(wide_net(x), narrow_net(x), rtol=0, atol=1e-5)
+    painting = write_images(tmp_path / "other", 1, seed=2)[0].rename(tmp_path / "other" / "another.png")
+    other = StyleTransferModule([str(painting)], vgg_weights="random", **{**FAST, "width": 8})
+    with pytest.raises(UserError, match="'width': 4"):  # another style: refused, naming the checkpoint's own net
+        fit(other, data, tmp_path / "other_run", quick(0), init_from=narrow)
 
 
 def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):
