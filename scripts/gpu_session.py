@@ -1,4 +1,4 @@
-"""Train the shipped styles on a lent GPU within one 30-minute lease, in stages.
+"""Train the shipped styles on a lent GPU within one lease (15 or 30 minutes), in stages.
 
 Here, once (CPU):
     python scripts/gpu_session.py pack
@@ -17,10 +17,14 @@ On the GPU machine (device tool: carry .carry; everything for the user lands in 
 Options the script does not know go on to the command it runs (``styletrain train``,
 ``bench_training.py``, ``styletrain evaluate``), e.g. ``train --max-steps 2 --image-size 64`` in tests.
 
-A 30-minute lease, planned: call 1 (10 min): check, probe, then ``train --minutes 5`` with the batch
-size the probe favours (edit configs/*.yaml here first if it is not 16); call 2: ``train --minutes 9``;
-call 3: ``train --minutes 6`` then ``evaluate`` if time is left (else evaluate here). Each call starts
-with ``set -o pipefail`` and ends by leaving the slim checkpoints in $OUT.
+Plan from the device time ``status`` gives (machine starts count; a call runs at most 10 minutes).
+30 minutes: call 1: check, probe, then ``train --minutes 5`` with the batch size the probe favours
+(edit configs/*.yaml here first if it is not 16); call 2: ``train --minutes 9``; call 3: ``train
+--minutes 6`` then ``evaluate`` if time is left (else evaluate here).
+15 minutes (the loan since December 2026): call 1: check, ``probe --batches 16,32`` (the last
+``--batches`` wins), ``train --minutes 6``; call 2 at once while the machine is warm, if 3 minutes are
+left: ``train --minutes`` (what is left less 1.5); evaluate here.
+Each call starts with ``set -o pipefail`` and ends by leaving the slim checkpoints in $OUT.
 ``train`` resumes from runs/gpu/NAME/last.ckpt while the machine stays warm, else starts from the slim
 checkpoints of the last call (``--init-dir``, e.g. the files that came back, carried again), so losing
 the machine costs one run. After each stage the slim checkpoints, logs and sample grids go to $OUT.
