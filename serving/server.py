@@ -161,7 +161,9 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                                     min_side=self.config.min_side, max_side=output.max_side)
             pipeline.check_deadline(context)
             batcher = self.batchers.get(selection.name)
-            if batcher is None:
+            if batcher is None or selection.stylizer.runs_staged(*pixels.shape[:2]):
+                # a large image runs alone, in stages: a batch runs whole images, several times the
+                # memory the budget charged it
                 result, inference_ms = pipeline.run(selection, pixels, options)
                 queue_ms, batch_size = 0.0, 1
             else:

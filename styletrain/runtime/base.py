@@ -116,6 +116,11 @@ class Stylizer(abc.ABC):
             raise NonFiniteOutput(f"{type(self).__name__} produced non-finite values")
         return array_to_pixels(output)
 
+    def runs_staged(self, height: int, width: int) -> bool:
+        """Whether ``run_pixels`` runs an image of this size in stages (then ``memory_bytes`` is the
+        staged cost, which a whole-image ``run``, e.g. in a batch, would exceed several times)."""
+        return False
+
     def memory_bytes(self, height: int, width: int) -> int:
         """Estimated peak memory (bytes) of ``run_pixels`` on a ``height`` x ``width`` image, model excluded."""
         return height * width * WHOLE_RUN_BYTES_PER_PIXEL

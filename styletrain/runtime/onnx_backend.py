@@ -180,6 +180,9 @@ class OnnxStylizer(Stylizer):
         return run_stages(plan, sessions, lambda session, outputs, inputs, last: self._run_session(
             session, outputs, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
 
+    def runs_staged(self, height: int, width: int) -> bool:
+        return self.staging is not None and self.staging.applies(height, width) and self._plan() is not None
+
     def memory_bytes(self, height: int, width: int) -> int:
         """Estimated peak memory of ``run_pixels`` (``staged.run_bytes``; whole-image for unsupported graphs)."""
         plan = self._plan()

@@ -29,6 +29,7 @@ from styletrain.errors import UserError
 from styletrain.images import open_image
 from styletrain.runtime import load_stylizer
 from styletrain.runtime.onnx_backend import OnnxStylizer
+from styletrain.runtime.staged import Staging, run_stages
 from styletrain.runtime.torch_backend import TorchStylizer
 
 Live = Any  # tests/serving/conftest.py's Live: a started server, its port and a client
@@ -116,6 +117,27 @@ def test_concurrent_requests_with_different_styles_share_a_batch(start_server: C
     assert all(r.queue_ms >= 0 and r.backend == "onnxruntime" and r.device == "cpu" for r in responses)
     for image, w, response in zip(images, weights, responses):
         assert np.abs(decode(response.image) - alone(onnx_models["multi"], image, w)).max() <= LEVELS
+
+
+def test_a_large_image_runs_alone_in_stages_not_in_a_batch(start_server: Callable[..., Live],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch runs whole images: a large one there would need several times the memory the budget
+    charged its staged run."""
+    from styletrain.runtime import onnx_backend
+
+    live = start_server(**BATCHED)
+    for stylizer in live.server.registry.models.values():
+        stylizer.staging = Staging(min_pixels=64 * 64)
+    submitted: list[tuple[int, ...]] = []
+    staged: list[int] = []
+    for batcher in live.server.servicer.batchers.values():
+        monkeypatch.setattr(batcher, "submit", lambda image, *a, _submit=batcher.submit, **k:
+                            submitted.append(image.shape) or _submit(image, *a, **k))
+    monkeypatch.setattr(onnx_backend, "run_stages", lambda *a: staged.append(1) or run_stages(*a))
+    response = live.client.stylize(encode(160, 120), style="candy")
+    assert (staged, submitted, response.batch_size) == ([1], [], 1)
+    live.client.stylize(encode(48, 48), style="candy")
+    assert (staged, submitted) == ([1], [(3, 48, 48)])
 
 
 def test_a_stream_with_batching_and_a_window_keeps_its_order(start_server: Callable[..., Live],
