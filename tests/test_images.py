@@ -104,6 +104,27 @@ def test_decompression_bomb_warning_is_an_error_that_says_what_to_do(monkeypatch
         open_image(png_bytes((20, 10)))
 
 
+def _progressive_jpeg(extra_scans: int = 0) -> bytes:
+    """A progressive JPEG, its last scan header repeated ``extra_scans`` times (empty scans) before the end."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(buffer, format="JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rfind(b"\xff\xda")
+    header = data[last:last + 2 + int.from_bytes(data[last + 2:last + 4], "big")]
+    end = data.rfind(b"\xff\xd9")
+    return data[:end] + header * extra_scans + data[end:]
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    assert open_image(_progressive_jpeg()).size == (64, 48)  # a normal progressive JPEG: ~10 scans
+    many = _progressive_jpeg(extra_scans=5000)
+    with pytest.raises(UserError, match="scans.*baseline JPEG or as PNG"):
+        open_image(many)
+    (tmp_path / "scans.jpg").write_bytes(many)
+    with pytest.raises(UserError, match="scans.jpg is a JPEG of 50"):
+        open_image(tmp_path / "scans.jpg")
+
+
 def test_resize_max_side_only_shrinks():
     image = Image.new("RGB", (400, 200))
     assert resize_max_side(image, 100).size == (100, 50)
