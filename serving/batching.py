@@ -22,6 +22,7 @@ of consecutive frames overlap, and frames of one stream can share a batch.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import queue
@@ -213,6 +214,8 @@ def in_order(items: Iterator[T], work: Callable[[T], R], *, window: int, executo
     The items are read on a helper task, so a finished result is yielded even while the next item
     has not arrived (a client that waits for each reply before sending its next frame still works).
     The executor needs ``window + 1`` free threads per call. Closing the generator stops reading.
+    Each ``work`` runs in a copy of the caller's ``contextvars`` (per-call state, e.g. the metrics'
+    current call, follows the frames onto the executor's threads).
     """
     if window < 1:
         raise ValueError(f"window must be at least 1; got {window}")
@@ -226,13 +229,13 @@ def in_order(items: Iterator[T], work: Callable[[T], R], *, window: int, executo
                 room.acquire()
                 if stop.is_set():
                     return
-                started.put(executor.submit(work, item))
+                started.put(executor.submit(contextvars.copy_context().run, work, item))
         except Exception as exc:  # the input broke (e.g. the call ended): hand the error on
             started.put(exc)
         finally:
             started.put(None)
 
-    executor.submit(read)
+    executor.submit(contextvars.copy_context().run, read)
     try:
         while (next_result := started.get()) is not None:
             if isinstance(next_result, BaseException):

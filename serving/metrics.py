@@ -127,7 +127,8 @@ class ServerMetrics:
     def _count_image() -> None:
         call = _current_call.get()
         if call is not None:
-            call.images += 1
+            with call.lock:  # a stream's frames may finish on several threads at once
+                call.images += 1
 
     # -- the interceptor's side: one record per RPC ---------------------------------------------
 

@@ -41,13 +41,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import status_pb2
 
-from serving import batching, memory, pipeline, security
+from serving import batching, memory, pipeline, reflection, security
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
 from serving.metrics import ServerMetrics, host_of
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
-from serving.reflection import enable_reflection
 from styletrain.errors import UserError
 from styletrain.images import warm_up_codecs
 from styletrain.runtime import RunOptions
@@ -280,8 +279,10 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
     metrics = ServerMetrics(registry.models, host=host_of(address), port=config.metrics_port)
     servicer = StyleTransferServicer(registry, config, metrics)
     # Enough threads that health checks and rejections never wait behind inference and streams: a
-    # call waiting in a batch queue holds a slot, so at most `max_concurrent` threads wait on inference.
-    workers = servicer.max_concurrent + config.max_streams + 4
+    # call waiting in a batch queue holds a slot, so at most `max_concurrent` threads wait on inference;
+    # open streams (ours, reflection's) are capped. Health watches hold no thread (non-blocking Watch).
+    reflection_streams = reflection.MAX_STREAMS if config.reflection else 0
+    workers = servicer.max_concurrent + config.max_streams + reflection_streams + 4
     draining = threading.Event()
     interceptors: list[grpc.ServerInterceptor] = [DrainInterceptor(f"/{SERVICE_NAME}/", draining)]
     if config.token:
@@ -296,7 +297,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_reflection(server, (SERVICE_NAME, health_name))
     try:
         port = security.bind(server, address, tls_cert=config.tls_cert, tls_key=config.tls_key,
                              tls_ca=config.tls_ca, token=config.token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -172,6 +173,17 @@ def test_in_order_yields_before_the_next_item_arrives() -> None:
         for result in in_order(lockstep(), lambda i: i, window=2, executor=pool):
             replied[result].set()
         assert all(e.is_set() for e in replied)
+
+
+CALL: contextvars.ContextVar[str] = contextvars.ContextVar("CALL", default="none")
+
+
+def test_in_order_runs_work_in_the_callers_context() -> None:
+    """Per-call state (the metrics' current call) must follow a stream's frames onto the pool's threads."""
+    CALL.set("stream 1")
+    with futures.ThreadPoolExecutor(4) as pool:
+        assert list(in_order(iter(range(5)), lambda i: (i, CALL.get()), window=3, executor=pool)) == [
+            (i, "stream 1") for i in range(5)]
 
 
 def test_in_order_stops_reading_when_closed() -> None:

@@ -99,6 +99,27 @@ def test_scrape_counts_calls_images_rejections_and_timings(start_server: Callabl
     assert value(after, "styletrain_pixels_total", model="multi") == 3 * size
 
 
+def test_a_windowed_stream_that_served_frames_is_no_rejection_when_it_ends(start_server: Callable[..., Any]) -> None:
+    """With a stream window, frames run on pool threads; the call must still know it served images, or
+    a served stream that shutdown ends with UNAVAILABLE counts as a refused call."""
+    live = start_server(metrics_port=0, stream_window=4)
+    frames: queue.Queue[tuple[int, pb.StylizeRequest] | None] = queue.Queue()
+    responses = live.client.stream(iter(frames.get, None))
+    for frame_id in (1, 2):
+        frames.put((frame_id, make_request(photo(), style="mosaic", model="multi")))
+    assert [next(responses).frame_id for _ in range(2)] == [1, 2]
+    live.server.drain(delay=60)
+    frames.put((3, make_request(photo(), style="mosaic", model="multi")))
+    with pytest.raises(grpc.RpcError) as ended:
+        next(responses)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    frames.put(None)
+    after = scrape(live.server.metrics.port)
+    assert value(after, "styletrain_rpcs_total", method="StylizeStream", code="UNAVAILABLE") == 1
+    assert value(after, "styletrain_requests_total", method="StylizeStream", model="multi", code="OK") == 2
+    assert value(after, "styletrain_rejections_total", method="StylizeStream", reason="unavailable") == 0
+
+
 def test_every_server_has_its_own_registry_and_no_endpoint_by_default(start_server: Callable[..., Any]) -> None:
     first, second = start_server(), start_server()
     assert first.server.metrics.port is None and first.server.metrics.registry is not second.server.metrics.registry

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from PIL import Image
 
 from support import code_of
+from serving import reflection
 from serving.client import StyleClient, make_request
 from serving.pipeline import MAX_MESSAGE_CHARS, Failure
 from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
@@ -100,6 +101,36 @@ def test_reflection_v1_is_served_as_well_as_v1alpha(live: Live) -> None:
     assert names == ["grpc/reflection/v1/reflection.proto"]
     names = [FileDescriptorProto.FromString(f).name for f in ours.file_descriptor_response.file_descriptor_proto]
     assert "styletrain/v1/styletrain.proto" in names
+
+
+def test_idle_reflection_streams_are_capped_and_health_still_answers(live: Live) -> None:
+    """Each open reflection stream holds a server thread: past the cap they are refused, so idle ones
+    cannot take the threads health checks and ListStyles answer on."""
+    info = live.client.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    never = threading.Event()
+
+    def idle() -> Any:  # one request, then the stream stays open and idle
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        never.wait()
+
+    try:
+        held = [info(idle(), timeout=60) for _ in range(reflection.MAX_STREAMS)]
+        assert all(next(stream).list_services_response.service for stream in held)  # open on the server
+        extra = [code_of(lambda: next(info(idle(), timeout=10))) for _ in range(8)]
+        assert extra == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 8
+        assert live.client.health() == "SERVING"
+        assert {m.name for m in live.client.list_styles()} == {"mosaic", "multi"}
+        for stream in held:
+            stream.cancel()
+        deadline = time.monotonic() + 5
+        while code_of(lambda: next(info(idle(), timeout=2))) != grpc.StatusCode.OK:
+            assert time.monotonic() < deadline, "closed streams never gave their places back"
+            time.sleep(0.05)
+    finally:
+        never.set()
 
 
 def test_output_is_the_input_size_and_equals_in_process_onnx(live: Live, onnx_models: dict[str, Path]) -> None:
