@@ -40,6 +40,9 @@ class ServerConfig:
     batching, else the largest batch plus ``max_queue`` (a running batch and a full queue)."""
     max_streams: int = 4
     """Open ``StylizeStream`` calls; each holds a server thread."""
+    stream_idle_timeout: float | None = 60.0
+    """Seconds a stream may wait for the client's next frame before it is cancelled, so an idle or
+    abandoned stream gives its place back (None: never)."""
     max_pixels: int = 16_000_000
     memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET_BYTES
     """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit).
@@ -169,6 +172,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-window", type=_bounded(int, 1),
                    help=f"frames of one stream in flight, replies in order (default {BATCHED_STREAM_WINDOW} "
                         "with batching, else 1)")
+    p.add_argument("--stream-idle-timeout", type=_bounded(float, 0), default=d.stream_idle_timeout, metavar="S",
+                   help="cancel a stream that sends no frame for S seconds, freeing its place (default "
+                        f"{d.stream_idle_timeout:g}; 0: never)")
     p.add_argument("--variant", default=d.variant, choices=["auto", "fp32", "int8", "measure"],
                    help="run each model's fp32 NAME.onnx or its NAME.int8.onnx (auto, the default: int8 where "
                         "the file exists and this CPU runs it faster; measure: time both at start-up)")
@@ -210,7 +216,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
                           grace=args.grace, providers=["CPUExecutionProvider"] if args.cpu else None,
                           device="cpu" if args.cpu else None, backend=args.backend, precision=args.precision,
                           max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
-                          max_queue=args.max_queue, stream_window=args.stream_window, warm_sizes=args.warm_sizes)
+                          max_queue=args.max_queue, stream_window=args.stream_window, warm_sizes=args.warm_sizes,
+                          stream_idle_timeout=args.stream_idle_timeout or None)
     if args.drain_delay < 0:
         raise UserError(f"--drain-delay must be 0 or more seconds; got {args.drain_delay:g}")
     config.drain_delay, config.reflection = args.drain_delay, args.reflection

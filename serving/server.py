@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -57,6 +58,7 @@ from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
 __all__ = ["SERVICE_NAME", "ServerConfig", "StyleServer", "StyleTransferServicer", "create_server", "main", "serve"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 
@@ -112,6 +114,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                           f"server busy: {self.config.max_streams} streams open; retry later")
         try:
             options = _cancelled_when_done(context)
+            request_iterator = _until_idle(request_iterator, context, self.config.stream_idle_timeout)
 
             def one(frame: pb.StylizeStreamRequest) -> pb.StylizeStreamResponse | None:
                 """The frame's reply; None once the call has ended."""
@@ -187,6 +190,30 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             yield
         finally:
             self._slots.release()
+
+
+def _until_idle(frames: Iterator[T], context: grpc.ServicerContext, seconds: float | None) -> Iterator[T]:
+    """``frames``, but the call is cancelled when the client sends none for ``seconds`` while the
+    server waits for one (None: never): an idle or abandoned stream must not keep its place."""
+    if seconds is None:
+        yield from frames
+        return
+
+    def idle() -> None:
+        log.info("a stream sent no frame for %g s: cancelled", seconds)
+        context.cancel()
+
+    while True:
+        timer = threading.Timer(seconds, idle)
+        timer.daemon = True
+        timer.start()
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        finally:
+            timer.cancel()
+        yield frame
 
 
 def _cancelled_when_done(context: grpc.ServicerContext) -> RunOptions:

@@ -219,6 +219,30 @@ def test_stream_reports_bad_frames_and_goes_on(live: Live) -> None:
     assert "unknown style 'nope'" in responses[2].error.message
 
 
+def test_an_idle_stream_is_cancelled_and_gives_its_place_back(start_server: Callable[..., Live]) -> None:
+    live = start_server(max_streams=1, stream_idle_timeout=0.5)
+    sent = threading.Event()
+
+    def frames() -> Any:  # one frame, then the client goes quiet (a closed browser tab)
+        yield 1, make_request(encode(32, 32), style="candy")
+        sent.wait()
+
+    try:
+        responses = live.client.stream(frames(), timeout=30)
+        assert next(responses).frame_id == 1
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            next(responses)
+        assert ended.value.code() == grpc.StatusCode.CANCELLED and time.monotonic() - start < 10
+        deadline = time.monotonic() + 5  # its place is free again
+        while code_of(lambda: list(live.client.stream(iter([(2, make_request(encode(32, 32), style="candy"))])))) \
+                != grpc.StatusCode.OK:
+            assert time.monotonic() < deadline, "the cancelled stream never gave its place back"
+            time.sleep(0.05)
+    finally:
+        sent.set()
+
+
 OVERSIZE = object()  # stands for an image one byte over the server's message limit
 
 

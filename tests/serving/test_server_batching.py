@@ -233,6 +233,8 @@ def test_serve_options() -> None:
     _, config = config_from_args(parser.parse_args([]))
     settings = (config.backend, config.max_batch_size, config.max_queue_delay_ms, config.max_queue)
     assert settings == ("auto", None, 2.0, 32)
+    assert config.stream_idle_timeout == 60.0
+    assert config_from_args(parser.parse_args(["--stream-idle-timeout", "0"]))[1].stream_idle_timeout is None
     _, config = config_from_args(parser.parse_args(
         ["--backend", "torch", "--precision", "float32", "--max-batch-size", "16", "--max-queue-delay-ms", "0.5",
          "--max-queue", "64", "--stream-window", "3", "--warm-sizes", "1280x720", "512x512", "--cpu"]))
