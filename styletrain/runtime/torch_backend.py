@@ -11,8 +11,9 @@ not by default). On CUDA this is the serving path for machines that have a GPU a
 - CUDA graphs per shape bucket: the batch is padded up to a power of two (at most
   ``max_graph_batch``; larger batches run in chunks) and the height and width are kept exact. A
   bucket's graph is captured the second time its shape is seen (one-off sizes run eagerly, so they
-  never pay for a capture) or up front with ``prepare``; at most ``max_graphs`` are kept (least
-  recently used evicted). Padding H and W up to a multiple of 32 was measured and rejected: instance
+  never pay for a capture) or up front with ``prepare``; at most ``max_graphs`` are kept, holding
+  at most ``max_graph_pixels`` (batch x height x width, summed: each graph keeps pinned host buffers
+  and a GPU memory pool in proportion), least recently used evicted; a larger shape runs eagerly. Padding H and W up to a multiple of 32 was measured and rejected: instance
   norm's statistics and every conv's border change with the padding (max 197/255 on a 500x300
   photo with the shipped ``multistyle``), while padding the batch is exact, since every sample is
   normalised on its own;
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_CUDA_PRECISION = "float16"
+MAX_GRAPH_PIXELS = 32_000_000
+"""Pixels (batch x height x width) of the CUDA graphs one model keeps: about four batches of 8 frames
+at 1280x720. Each holds 24 bytes a pixel of pinned host memory and its own GPU memory pool."""
 _SEEN_LIMIT = 4096  # shapes remembered for capture-on-second-sighting before the memory is cleared
 
 Forward = Callable[[Tensor, Tensor], Tensor]
@@ -135,7 +139,7 @@ class TorchStylizer(Stylizer):
     def __init__(self, net: TransformerNet, metadata: ModelMetadata, *, device: str | torch.device = "cpu",
                  precision: str | None = None, channels_last: bool | None = None,
                  cuda_graphs: bool | None = None, compile: bool = False, max_graphs: int = 16,
-                 max_graph_batch: int = 32) -> None:
+                 max_graph_batch: int = 32, max_graph_pixels: int = MAX_GRAPH_PIXELS) -> None:
         self._device = torch.device(device)
         cuda = self._device.type == "cuda"
         if cuda and not torch.cuda.is_available():
@@ -152,7 +156,7 @@ class TorchStylizer(Stylizer):
         self.channels_last = (cuda or precision == "bfloat16") if channels_last is None else channels_last
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
         self.compiled = compile
-        self.max_graphs, self.max_graph_batch = max_graphs, max_graph_batch
+        self.max_graphs, self.max_graph_batch, self.max_graph_pixels = max_graphs, max_graph_batch, max_graph_pixels
         self.net = net.eval().to(self._device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -261,11 +265,18 @@ class TorchStylizer(Stylizer):
         return self._capture(key)
 
     def _capture(self, key: tuple[int, int, int]) -> _Graph | None:
-        if len(self._graphs) >= self.max_graphs:
-            while len(self._graphs) >= self.max_graphs:
-                self._graphs.popitem(last=False)
-            torch.cuda.empty_cache()  # give the evicted graphs' memory pools back
         batch, height, width = key
+        pixels = batch * height * width
+        if pixels > self.max_graph_pixels:
+            log.debug("batch %d at %dx%d is above max_graph_pixels: it runs eagerly", batch, width, height)
+            return None
+        evicted = False
+        while self._graphs and (len(self._graphs) >= self.max_graphs
+                                or pixels + sum(b * h * w for b, h, w in self._graphs) > self.max_graph_pixels):
+            self._graphs.popitem(last=False)
+            evicted = True
+        if evicted:
+            torch.cuda.empty_cache()  # give the evicted graphs' memory pools back
         try:
             graph = _Graph(self._forward, batch, len(self.style_names), height, width, self._device)
         except torch.cuda.OutOfMemoryError:

@@ -138,6 +138,31 @@ def test_graph_buckets_on_the_cpu_with_a_stand_in_graph(onnx_models: dict[str, P
     np.testing.assert_allclose(on_device.numpy(), expected, rtol=RTOL, atol=ATOL)
 
 
+def test_graphs_kept_are_capped_by_pixels_as_well_as_by_count(onnx_models: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each graph holds pinned host buffers and a GPU pool in proportion to its pixels: a client
+    sending many large sizes must not pile them up."""
+    from styletrain.runtime import torch_backend
+
+    monkeypatch.setattr(torch_backend, "_Graph", _EagerGraph)
+    monkeypatch.setattr(_EagerGraph, "captured", [])
+    stylizer = TorchStylizer.from_checkpoint(onnx_models["multi_ckpt"], max_graphs=8, max_graph_batch=4,
+                                             max_graph_pixels=4 * 24 * 32 + 2 * 16 * 16)
+    stylizer.cuda_graphs = True
+    stylizer.prepare([(4, 24, 32), (2, 16, 16)])
+    assert stylizer.graph_shapes == [(4, 24, 32), (2, 16, 16)]
+    stylizer.prepare([(1, 24, 32)])  # does not fit next to both: the least recently used goes
+    assert stylizer.graph_shapes == [(2, 16, 16), (1, 24, 32)]
+    stylizer.prepare([(4, 48, 64)])  # more than the whole cap: never captured
+    x = np.random.default_rng(3).random((4, 3, 48, 64), dtype=np.float32)
+    rows = np.full((4, 3), 1 / 3, dtype=np.float32)
+    for _ in range(2):  # nor on its second sighting: it runs eagerly
+        np.testing.assert_allclose(stylizer.run(x, rows), load_stylizer(onnx_models["multi"], threads=1).run(x, rows),
+                                   rtol=RTOL, atol=ATOL)
+    assert stylizer.graph_shapes == [(2, 16, 16), (1, 24, 32)]
+    assert _EagerGraph.captured == [(4, 24, 32), (2, 16, 16), (1, 24, 32)]
+
+
 def test_channels_last_on_the_cpu_still_matches(onnx_models: dict[str, Path]) -> None:
     stylizer = TorchStylizer.from_checkpoint(onnx_models["multi_ckpt"], channels_last=True)
     assert check_parity(stylizer, load_stylizer(onnx_models["multi"], threads=1)) <= 1e-4
