@@ -13,10 +13,10 @@ not by default). On CUDA this is the serving path for machines that have a GPU a
   bucket's graph is captured the second time its shape is seen (one-off sizes run eagerly, so they
   never pay for a capture) or up front with ``prepare``; at most ``max_graphs`` are kept, holding
   at most ``max_graph_pixels`` (batch x height x width, summed: each graph keeps pinned host buffers
-  and a GPU memory pool in proportion), least recently used evicted; a larger shape runs eagerly. Padding H and W up to a multiple of 32 was measured and rejected: instance
-  norm's statistics and every conv's border change with the padding (max 197/255 on a 500x300
-  photo with the shipped ``multistyle``), while padding the batch is exact, since every sample is
-  normalised on its own;
+  and a GPU memory pool in proportion), least recently used evicted; a larger shape runs eagerly.
+  Padding H and W up to a multiple of 32 was measured and rejected: instance norm's statistics and
+  every conv's border change with the padding (max 197/255 on a 500x300 photo with the shipped
+  ``multistyle``), while padding the batch is exact, since every sample is normalised on its own;
 - optionally ``compile=True``: the forward is ``torch.compile``d (one compilation per new shape,
   minutes at first use) and then captured in the same graphs.
 
