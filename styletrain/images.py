@@ -94,10 +94,13 @@ def _check_scans(data: bytes, name: str) -> None:
 
 
 def image_size(data: bytes, *, formats: tuple[str, ...] = FORMATS) -> tuple[int, int]:
-    """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable."""
+    """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable.
+    Callers check the size themselves, so Pillow's decompression-bomb warning is not printed."""
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as image:
-            return image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=formats) as image:
+                return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"image bytes are not a readable {'/'.join(formats)} image: {exc}") from None
 
