@@ -54,6 +54,11 @@ def open_image(
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise UserError(f"image not found: {name}")
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    head = source[:32] if isinstance(source, bytes) else _read_head(Path(source), 32)
+    canvas = _webp_size(head) if "WEBP" in formats else None
+    if canvas is not None and canvas[0] * canvas[1] > max_pixels:  # before Pillow reserves the canvas
+        raise UserError(f"{name} is {canvas[0]}x{canvas[1]} = {canvas[0] * canvas[1]} pixels, above the limit "
+                        f"of {max_pixels}; resize it first")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -82,6 +87,30 @@ def open_image(
         raise UserError(f"{name} is too large to decode safely ({exc}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{name} could not be decoded: {exc}") from None
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP file's first 30 bytes (VP8X, VP8 or VP8L chunk), else None. Read
+    before Pillow opens the file, since its WebP decoder reserves memory for the whole canvas at once."""
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8 ":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L":
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    return None
 
 
 def _check_scans(data: bytes, name: str) -> None:

@@ -98,6 +98,22 @@ def test_pixel_limit_is_checked_from_the_header():
         open_image(png_bytes((20, 10)), min_side=16)
 
 
+@pytest.mark.parametrize("kind", [{"lossless": False}, {"lossless": True}, {"mode": "RGBA"}])
+def test_a_webp_canvas_is_checked_before_pillow_opens_it(kind, monkeypatch, tmp_path):
+    """Pillow's WebP decoder reserves the whole canvas on open: the header's size is checked first
+    (VP8, VP8L and VP8X chunks, made here by a lossy, a lossless and an alpha image)."""
+    buffer = io.BytesIO()
+    Image.new(kind.get("mode", "RGB"), (300, 200), "teal").save(buffer, format="WEBP",
+                                                                lossless=kind.get("lossless", False))
+    data = buffer.getvalue()
+    assert open_image(data).size == (300, 200)
+    (tmp_path / "big.webp").write_bytes(data)
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened before the size check"))
+    for source in (data, tmp_path / "big.webp"):
+        with pytest.raises(UserError, match="300x200 = 60000 pixels, above the limit of 59999"):
+            open_image(source, max_pixels=59_999)
+
+
 def test_decompression_bomb_warning_is_an_error_that_says_what_to_do(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150)  # 200 px is above it but below Pillow's 2x error
     with pytest.raises(UserError, match="too large to decode safely .*resize it first"):
