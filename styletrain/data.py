@@ -131,10 +131,12 @@ class PhotoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         if hp.on_device:  # batches are made on the device by the dataset itself
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            trainer = self.trainer
+            rank, step = (trainer.global_rank, trainer.global_step) if trainer is not None else (0, 0)
+            device = trainer.strategy.root_device if trainer is not None else "cpu"
+            # seeded by the step too, so a resumed attempt goes on to new crops instead of replaying the first's
             batches = DeviceBatches(self.train_files, hp.image_size, hp.batch_size, device=device,
-                                    seed=hp.seed + 1000 * rank)
+                                    seed=hp.seed + 1000 * rank + 7919 * step)
             return DataLoader(batches, batch_size=None, num_workers=0)
         return self._loader(PhotoDataset(self.train_files, hp.image_size), shuffle=True)
 

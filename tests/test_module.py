@@ -63,6 +63,21 @@ def test_resumes_from_last_checkpoint(tmp_path, photos):
     assert (tmp_path / "run" / "samples").is_dir()
 
 
+def test_a_resumed_run_with_batches_on_the_device_does_not_replay_the_first_attempts(tmp_path, photos, monkeypatch):
+    """The GPU recipes cut batches on the device and resume every few minutes: each attempt must go
+    on to new crops, not start the same random sequence again."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    seen = []
+    step = StyleTransferModule.training_step
+    monkeypatch.setattr(StyleTransferModule, "training_step",
+                        lambda self, batch, *a: seen.append(batch.clone()) or step(self, batch, *a))
+    for steps in (3, 6):
+        module = StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+        data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2, on_device=True)
+        fit(module, data, tmp_path / "run", quick(steps))
+    assert len(seen) == 6 and not all(torch.equal(a, b) for a, b in zip(seen[:3], seen[3:]))
+
+
 def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_path, photos, monkeypatch):
     styles = write_images(tmp_path / "styles", 1, seed=1)
     make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
