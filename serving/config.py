@@ -41,8 +41,8 @@ class ServerConfig:
     max_streams: int = 4
     """Open ``StylizeStream`` calls; each holds a server thread."""
     stream_idle_timeout: float | None = 60.0
-    """Seconds a stream may wait for the client's next frame before it is cancelled, so an idle or
-    abandoned stream gives its place back (None: never)."""
+    """Seconds a stream may go with no frame in flight (no reply owed, none arriving) before it is
+    cancelled, so an idle or abandoned stream gives its place back (None or 0: never)."""
     max_pixels: int = 16_000_000
     memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET_BYTES
     """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit).
@@ -173,7 +173,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"frames of one stream in flight, replies in order (default {BATCHED_STREAM_WINDOW} "
                         "with batching, else 1)")
     p.add_argument("--stream-idle-timeout", type=_bounded(float, 0), default=d.stream_idle_timeout, metavar="S",
-                   help="cancel a stream that sends no frame for S seconds, freeing its place (default "
+                   help="cancel a stream with no frame in flight for S seconds, freeing its place (default "
                         f"{d.stream_idle_timeout:g}; 0: never)")
     p.add_argument("--variant", default=d.variant, choices=["auto", "fp32", "int8", "measure"],
                    help="run each model's fp32 NAME.onnx or its NAME.int8.onnx (auto, the default: int8 where "

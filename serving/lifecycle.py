@@ -9,13 +9,16 @@ would otherwise hold an idle server for the whole grace period).
 
 ``DrainInterceptor`` does the refusing; ``WatchEndingHealthServicer`` is grpc_health's servicer
 (``enter_graceful_shutdown`` sets NOT_SERVING for good but leaves watches open) plus ``end_watches``.
+``IdleWatch`` ends a stream whose client went quiet, so it gives its place back.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -23,6 +26,8 @@ from grpc_health.v1 import health, health_pb2
 from serving.security import refusal
 
 SHUTTING_DOWN = "server is shutting down; retry on another server"
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class WatchEndingHealthServicer(health.HealthServicer):
@@ -95,3 +100,44 @@ class DrainInterceptor(grpc.ServerInterceptor):
             return behavior(until_draining(), context)
 
         return wrapped
+
+
+class IdleWatch:
+    """Cancels a stream's call once it has had no frame in flight for ``seconds``: no reply owed and
+    no new frame. A client that waits for its replies (lock-step) is never idle while one is owed.
+
+    Wrap the request iterator with ``frames``, call ``replied`` after each reply and ``close`` at the
+    end; one watcher thread per stream.
+    """
+
+    def __init__(self, context: grpc.ServicerContext, seconds: float) -> None:
+        self._context, self.seconds = context, seconds
+        self._lock = threading.Lock()
+        self._in_flight, self._since = 0, time.monotonic()
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="styletrain-idle-watch", daemon=True).start()
+
+    def frames(self, frames: Iterator[T]) -> Iterator[T]:
+        for frame in frames:
+            with self._lock:
+                self._in_flight += 1
+            yield frame
+
+    def replied(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._since = time.monotonic()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _watch(self) -> None:
+        wait = self.seconds
+        while not self._closed.wait(wait):
+            with self._lock:
+                idle = time.monotonic() - self._since if self._in_flight == 0 else 0.0
+            if idle >= self.seconds:
+                log.info("a stream had no frame for %g s: cancelled", self.seconds)
+                self._context.cancel()
+                return
+            wait = self.seconds - idle

@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,7 +43,7 @@ from google.rpc import status_pb2
 
 from serving import batching, memory, pipeline, reflection, security
 from serving.config import ServerConfig, add_arguments, config_from_args
-from serving.lifecycle import DrainInterceptor, WatchEndingHealthServicer
+from serving.lifecycle import DrainInterceptor, IdleWatch, WatchEndingHealthServicer
 from serving.metrics import ServerMetrics, host_of
 from serving.models import ModelRegistry
 from serving.pipeline import Failure
@@ -58,7 +57,6 @@ from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
 __all__ = ["SERVICE_NAME", "ServerConfig", "StyleServer", "StyleTransferServicer", "create_server", "main", "serve"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 
@@ -112,9 +110,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         if not self._streams.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"server busy: {self.config.max_streams} streams open; retry later")
+        idle: IdleWatch | None = None
         try:
             options = _cancelled_when_done(context)
-            request_iterator = _until_idle(request_iterator, context, self.config.stream_idle_timeout)
+            if self.config.stream_idle_timeout:  # a quiet client must give its place back
+                idle = IdleWatch(context, self.config.stream_idle_timeout)
+                request_iterator = idle.frames(request_iterator)
 
             def one(frame: pb.StylizeStreamRequest) -> pb.StylizeStreamResponse | None:
                 """The frame's reply; None once the call has ended."""
@@ -136,8 +137,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             for reply in replies:
                 if reply is None:
                     return
+                if idle is not None:
+                    idle.replied()
                 yield reply
         finally:
+            if idle is not None:
+                idle.close()
             self._streams.release()
 
     def _stylize(self, request: pb.StylizeRequest, context: grpc.ServicerContext,
@@ -190,30 +195,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             yield
         finally:
             self._slots.release()
-
-
-def _until_idle(frames: Iterator[T], context: grpc.ServicerContext, seconds: float | None) -> Iterator[T]:
-    """``frames``, but the call is cancelled when the client sends none for ``seconds`` while the
-    server waits for one (None: never): an idle or abandoned stream must not keep its place."""
-    if seconds is None:
-        yield from frames
-        return
-
-    def idle() -> None:
-        log.info("a stream sent no frame for %g s: cancelled", seconds)
-        context.cancel()
-
-    while True:
-        timer = threading.Timer(seconds, idle)
-        timer.daemon = True
-        timer.start()
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        finally:
-            timer.cancel()
-        yield frame
 
 
 def _cancelled_when_done(context: grpc.ServicerContext) -> RunOptions:

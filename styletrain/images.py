@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 from styletrain.errors import UserError
 
@@ -71,9 +72,10 @@ def open_image(
                     )
                 if min(width, height) < min_side:
                     raise UserError(f"{name} is {width}x{height}; both sides must be at least {min_side} px")
-                if image.format == "JPEG":
+                jpeg = isinstance(image, JpegImageFile)  # MPO (a JPEG with an MPF header) included
+                if jpeg:
                     _check_scans(source if isinstance(source, bytes) else Path(source).read_bytes(), name)
-                if reduce_to is not None and image.format == "JPEG" and max(width, height) > reduce_to:
+                if reduce_to is not None and jpeg and max(width, height) > reduce_to:
                     scale = reduce_to / max(width, height)
                     image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
                 image.load()
@@ -124,7 +126,11 @@ def _check_scans(data: bytes, name: str) -> None:
 
 def image_size(data: bytes, *, formats: tuple[str, ...] = FORMATS) -> tuple[int, int]:
     """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable.
-    Callers check the size themselves, so Pillow's decompression-bomb warning is not printed."""
+    Callers check the size themselves, so Pillow's decompression-bomb warning is not printed, and a
+    WebP's is read from its header without Pillow (which reserves the whole canvas on open)."""
+    canvas = _webp_size(data[:32]) if "WEBP" in formats else None
+    if canvas is not None:
+        return canvas
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

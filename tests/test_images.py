@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from styletrain.errors import UserError
-from styletrain.images import (array_to_image, check_output_path, encode_image, image_to_array, open_image,
+from styletrain.images import (array_to_image, check_output_path, encode_image, image_size, image_to_array, open_image,
                                resize_max_side, save_image, to_pil, to_tensor)
 
 
@@ -109,6 +109,7 @@ def test_a_webp_canvas_is_checked_before_pillow_opens_it(kind, monkeypatch, tmp_
     assert open_image(data).size == (300, 200)
     (tmp_path / "big.webp").write_bytes(data)
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("opened before the size check"))
+    assert image_size(data) == (300, 200)  # the server's admission reads this before anything else
     for source in (data, tmp_path / "big.webp"):
         with pytest.raises(UserError, match="300x200 = 60000 pixels, above the limit of 59999"):
             open_image(source, max_pixels=59_999)
@@ -120,14 +121,16 @@ def test_decompression_bomb_warning_is_an_error_that_says_what_to_do(monkeypatch
         open_image(png_bytes((20, 10)))
 
 
-def _progressive_jpeg(extra_scans: int = 0) -> bytes:
-    """A progressive JPEG, its last scan header repeated ``extra_scans`` times (empty scans) before the end."""
+def _progressive_jpeg(extra_scans: int = 0, *, mpo: bool = False) -> bytes:
+    """A progressive JPEG (or an MPO: a JPEG with an MPF header and a second image), its first image's
+    last scan header repeated ``extra_scans`` times (empty scans) before that image's end."""
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), "teal").save(buffer, format="JPEG", progressive=True)
+    frames = [Image.new("RGB", (64, 48), "teal"), Image.new("RGB", (64, 48), "olive")]
+    frames[0].save(buffer, format="MPO" if mpo else "JPEG", progressive=True, save_all=mpo, append_images=frames[1:])
     data = buffer.getvalue()
-    last = data.rfind(b"\xff\xda")
+    end = data.find(b"\xff\xd9")
+    last = data.rfind(b"\xff\xda", 0, end)
     header = data[last:last + 2 + int.from_bytes(data[last + 2:last + 4], "big")]
-    end = data.rfind(b"\xff\xd9")
     return data[:end] + header * extra_scans + data[end:]
 
 
@@ -136,6 +139,8 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
     many = _progressive_jpeg(extra_scans=5000)
     with pytest.raises(UserError, match="scans.*baseline JPEG or as PNG"):
         open_image(many)
+    with pytest.raises(UserError, match="scans"):  # Pillow calls it MPO, libjpeg decodes it all the same
+        open_image(_progressive_jpeg(extra_scans=5000, mpo=True))
     (tmp_path / "scans.jpg").write_bytes(many)
     with pytest.raises(UserError, match="scans.jpg is a JPEG of 50"):
         open_image(tmp_path / "scans.jpg")

@@ -224,10 +224,15 @@ class TorchStylizer(Stylizer):
         if not self.cuda_graphs:
             return
         with self._lock, torch.inference_mode():
-            for batch, height, width in shapes:
-                key = (batch_bucket(batch, self.max_graph_batch), height, width)
+            keys = [(batch_bucket(batch, self.max_graph_batch), height, width) for batch, height, width in shapes]
+            for key in keys:
                 if key not in self._graphs:
                     self._capture(key)
+            left_out = [key for key in keys if key not in self._graphs]
+        if left_out:
+            log.warning("the CUDA graphs for %s (batch, height, width) were not kept: together they exceed "
+                        "max_graph_pixels (%d) or max_graphs (%d), or the GPU memory", left_out,
+                        self.max_graph_pixels, self.max_graphs)
 
     def _eager_forward(self, images: Tensor, weights: Tensor) -> Tensor:
         x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

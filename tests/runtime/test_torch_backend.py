@@ -3,6 +3,7 @@ its CUDA path (float16, channels_last, CUDA graphs per batch bucket) where a GPU
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -139,7 +140,8 @@ def test_graph_buckets_on_the_cpu_with_a_stand_in_graph(onnx_models: dict[str, P
 
 
 def test_graphs_kept_are_capped_by_pixels_as_well_as_by_count(onnx_models: dict[str, Path],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     """Each graph holds pinned host buffers and a GPU pool in proportion to its pixels: a client
     sending many large sizes must not pile them up."""
     from styletrain.runtime import torch_backend
@@ -153,7 +155,9 @@ def test_graphs_kept_are_capped_by_pixels_as_well_as_by_count(onnx_models: dict[
     assert stylizer.graph_shapes == [(4, 24, 32), (2, 16, 16)]
     stylizer.prepare([(1, 24, 32)])  # does not fit next to both: the least recently used goes
     assert stylizer.graph_shapes == [(2, 16, 16), (1, 24, 32)]
-    stylizer.prepare([(4, 48, 64)])  # more than the whole cap: never captured
+    with caplog.at_level(logging.WARNING, logger="styletrain.runtime.torch_backend"):
+        stylizer.prepare([(4, 48, 64)])  # more than the whole cap: never captured, and said so
+    assert "(4, 48, 64)" in caplog.text and "max_graph_pixels" in caplog.text
     x = np.random.default_rng(3).random((4, 3, 48, 64), dtype=np.float32)
     rows = np.full((4, 3), 1 / 3, dtype=np.float32)
     for _ in range(2):  # nor on its second sighting: it runs eagerly

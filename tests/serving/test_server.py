@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import re
 import struct
 import threading
@@ -241,6 +242,23 @@ def test_an_idle_stream_is_cancelled_and_gives_its_place_back(start_server: Call
             time.sleep(0.05)
     finally:
         sent.set()
+
+
+def test_a_lock_step_stream_is_not_idle_while_its_frame_runs(start_server: Callable[..., Live]) -> None:
+    """With a stream window the server reads ahead; a client waiting for a slow reply is not idle."""
+    live = start_server(stream_window=2, stream_idle_timeout=0.5)
+    for stylizer in live.server.registry.models.values():
+        def slow(*args: Any, _run: Callable = stylizer.run, **kwargs: Any) -> Any:
+            time.sleep(1.5)  # three idle timeouts
+            return _run(*args, **kwargs)
+        stylizer.run = slow  # type: ignore[method-assign]
+    frames: queue.Queue[tuple[int, pb.StylizeRequest] | None] = queue.Queue()
+    responses = live.client.stream(iter(frames.get, None), timeout=30)
+    for frame_id in (1, 2):  # lock-step: the next frame only after the reply
+        frames.put((frame_id, make_request(encode(32, 32), style="candy")))
+        assert next(responses).frame_id == frame_id
+    frames.put(None)
+    assert list(responses) == []
 
 
 OVERSIZE = object()  # stands for an image one byte over the server's message limit
