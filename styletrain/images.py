@@ -54,16 +54,15 @@ def open_image(
     name = "image bytes" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise UserError(f"image not found: {name}")
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    head = source[:32] if isinstance(source, bytes) else _read_head(Path(source), 32)
-    canvas = _webp_size(head) if "WEBP" in formats else None
+    data = source if isinstance(source, bytes) else _read(Path(source))  # read once: header checks, then decode
+    canvas = _webp_size(data) if "WEBP" in formats else None
     if canvas is not None and canvas[0] * canvas[1] > max_pixels:  # before Pillow reserves the canvas
         raise UserError(f"{name} is {canvas[0]}x{canvas[1]} = {canvas[0] * canvas[1]} pixels, above the limit "
                         f"of {max_pixels}; resize it first")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp, formats=formats) as image:
+            with Image.open(io.BytesIO(data), formats=formats) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise UserError(
@@ -74,7 +73,7 @@ def open_image(
                     raise UserError(f"{name} is {width}x{height}; both sides must be at least {min_side} px")
                 jpeg = isinstance(image, JpegImageFile)  # MPO (a JPEG with an MPF header) included
                 if jpeg:
-                    _check_scans(source if isinstance(source, bytes) else Path(source).read_bytes(), name)
+                    _check_scans(data, name)
                 if reduce_to is not None and jpeg and max(width, height) > reduce_to:
                     scale = reduce_to / max(width, height)
                     image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
@@ -91,17 +90,17 @@ def open_image(
         raise UserError(f"{name} could not be decoded: {exc}") from None
 
 
-def _read_head(path: Path, size: int) -> bytes:
+def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as file:
-            return file.read(size)
+        return path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _webp_size(head: bytes) -> tuple[int, int] | None:
+def _webp_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a WebP file's first 30 bytes (VP8X, VP8 or VP8L chunk), else None. Read
     before Pillow opens the file, since its WebP decoder reserves memory for the whole canvas at once."""
+    head = data[:30]
     if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         return None
     chunk = head[12:16]
@@ -128,7 +127,7 @@ def image_size(data: bytes, *, formats: tuple[str, ...] = FORMATS) -> tuple[int,
     """(width, height) from an encoded image's header, without decoding it; ``UserError`` if unreadable.
     Callers check the size themselves, so Pillow's decompression-bomb warning is not printed, and a
     WebP's is read from its header without Pillow (which reserves the whole canvas on open)."""
-    canvas = _webp_size(data[:32]) if "WEBP" in formats else None
+    canvas = _webp_size(data) if "WEBP" in formats else None
     if canvas is not None:
         return canvas
     try:
