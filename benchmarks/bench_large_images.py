@@ -1,11 +1,13 @@
 """Large images on the CPU: reduced JPEG decoding, staged runs on the exported vs the rewritten graph,
 and a whole-image run's peak memory against the server's estimate. Prints markdown tables.
 
-    python benchmarks/bench_large_images.py [--models checkpoints] [--threads 1]
+    python benchmarks/bench_large_images.py [--models checkpoints] [--threads 1] [--only decode scans ...]
 
 - decode: a 4000x3000 JPEG (smooth noise) for 1024 px, decoded in full then shrunk, vs decoded at
   reduced scale (``open_image(reduce_to=...)``, what the server does); best of 5, and the mean
   |diff| of the two results;
+- scans: a 2000x2000 progressive JPEG with empty scans added (a hostile file), decoded by Pillow
+  directly vs refused by ``open_image`` (more than ``MAX_JPEG_SCANS``), best of 3;
 - staged: one 1201x1100 image (above the 1 Mpx staging threshold) per model, whole-image vs staged
   with the stages cut from the exported graph (before) and from the CPU-rewritten graph (now);
 - memory: each model's whole-image run at 1000x1000 in a fresh process, peak RSS growth per pixel
@@ -15,6 +17,7 @@ and a whole-image run's peak memory against the server's estimate. Prints markdo
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import subprocess
@@ -23,12 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from photos import photo_jpeg  # benchmarks/photos.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from styletrain.errors import UserError  # noqa: E402
 from styletrain.images import open_image, resize_max_side  # noqa: E402
 from styletrain.runtime.onnx_backend import OnnxStylizer  # noqa: E402
 from styletrain.runtime.variants import variant_files  # noqa: E402
@@ -68,6 +73,30 @@ def decode(side: int) -> None:
     print(f"| full, then shrink | {best_of(full) * 1000:.0f} |")
     print(f"| reduced scale (`reduce_to`), then shrink | {best_of(reduced) * 1000:.0f} |")
     print(f"\nmean |diff| between the two results: {diff:.2f}/255")
+
+
+def scans() -> None:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo_jpeg(2000, 2000, block=10))).save(buffer, format="JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rfind(b"\xff\xda")
+    header = data[last:last + 2 + int.from_bytes(data[last + 2:last + 4], "big")]
+    end = data.rfind(b"\xff\xd9")
+    print("\n## A 2000x2000 progressive JPEG with empty scans added, best of 3\n")
+    print("| scans | file (MB) | Pillow decode (ms) | `open_image` (ms) |\n|---|---|---|---|")
+    for extra in (0, 100, 1000):
+        hostile = data[:end] + header * extra + data[end:]
+
+        def guarded() -> None:
+            try:
+                open_image(hostile)
+            except UserError:  # refused before decoding
+                pass
+
+        pillow = best_of(lambda: Image.open(io.BytesIO(hostile)).load(), runs=3)
+        count = hostile.count(b"\xff\xda")
+        print(f"| {count} | {len(hostile) / 1e6:.2f} | {pillow * 1000:.0f} | "
+              f"{best_of(guarded, runs=3) * 1000:.0f} |")
 
 
 def staged(models: list[Path], threads: int) -> None:
@@ -111,15 +140,22 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "checkpoints")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--side", type=int, default=1024, help="longer side the JPEG is decoded for")
+    parser.add_argument("--only", nargs="+", choices=("decode", "scans", "staged", "memory"),
+                        default=["decode", "scans", "staged", "memory"], help="tables to print (default: all)")
     args = parser.parse_args()
     models = list(variant_files(args.models))
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f" {f}" in flags]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, flags: {', '.join(isa)}; "
           f"models from {args.models}")
-    decode(args.side)
-    staged(models, args.threads)
-    memory(models, args.threads)
+    if "decode" in args.only:
+        decode(args.side)
+    if "scans" in args.only:
+        scans()
+    if "staged" in args.only:
+        staged(models, args.threads)
+    if "memory" in args.only:
+        memory(models, args.threads)
 
 
 if __name__ == "__main__":

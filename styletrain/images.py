@@ -30,9 +30,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image (width x height) read by default: about 8000 x 8000."""
 MAX_JPEG_SCANS = 100
 """Most start-of-scan markers a JPEG may hold. A progressive JPEG has about 10 (libjpeg's default),
-but every scan is decoded over the whole image: 1000 empty 14-byte scans added 0.4 s to a 2000 x 2000
-decode (measured on a 2-core EPYC), so a 32 MiB request of them would hold a core for about a quarter
-of an hour, and no deadline can interrupt a decode."""
+but every scan is decoded over the whole image: 1000 empty 14-byte scans added 0.26 s to a 2000 x 2000
+decode (``benchmarks/bench_large_images.py --only scans``, 2-core EPYC), so a 32 MiB request of them
+would hold a core for about ten minutes, and no deadline can interrupt a decode."""
 
 
 def open_image(
