@@ -15,7 +15,8 @@ from torchvision.utils import make_grid, save_image
 
 from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule
-from styletrain.errors import UserError
+from styletrain.errors import UserError, names_text
+from styletrain.metadata import ModelMetadata
 from styletrain.module import StyleTransferModule
 from styletrain.runtime.variants import cpu_facts
 from styletrain.transformer import widen
@@ -128,7 +129,9 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     resumed_step = 0
     if ckpt_path:
         # a safe load first: refuse anything but a styletrain checkpoint
-        resumed_step = int(read_checkpoint(ckpt_path).get("global_step", 0))
+        stored = read_checkpoint(ckpt_path)
+        _check_same_run(module, ModelMetadata.from_dict(stored["styletrain"]), ckpt_path)
+        resumed_step = int(stored.get("global_step", 0))
         log.info("resuming from %s (step %d)", ckpt_path, resumed_step)
     elif init_from is not None:
         _load_weights(module, init_from)
@@ -189,6 +192,16 @@ def loggers(out: Path) -> list[Logger]:
         log.warning("no TensorBoard logs: `pip install tensorboard` to get them; CSV logs only")
         return [csv]
     return [csv, tensorboard]
+
+
+def _check_same_run(module: StyleTransferModule, stored: ModelMetadata, path: Path) -> None:
+    """Refuse to resume a run of other styles or another net: it would train the old weights towards
+    the new styles (or fail deep in Lightning) and overwrite the old ``last.ckpt`` with the result."""
+    if list(stored.style_names) == list(module.style_names) and stored.net == module.net.config():
+        return
+    raise UserError(f"{path} is a run of {names_text(stored.style_names)} with net {stored.net}; this run asks for "
+                    f"{names_text(module.style_names)} with net {module.net.config()}. Give another --out for a new "
+                    "run, or --no-resume to start this folder afresh (its last.ckpt is then replaced)")
 
 
 def _load_weights(module: StyleTransferModule, path: str | Path) -> None:

@@ -52,15 +52,57 @@ def test_real_vgg_training_run_lowers_the_loss(tmp_path, vgg_weights):
     assert meta["data"]["image_size"] == 64 and meta["loss"]["content_layer"] == "relu3_3"
 
 
-def test_resumes_from_last_checkpoint(tmp_path, photos):
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_resumes_from_last_checkpoint(tmp_path, photos, monkeypatch):
+    """A resumed attempt carries on the weights, the optimizer, the step and the training time."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
     make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
     data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
     last = fit(make(), data(), tmp_path / "run", quick(3))
-    assert read_checkpoint(last)["styletrain"]["global_step"] == 3
+    first = read_checkpoint(last)
+    assert first["styletrain"]["global_step"] == 3
+    fit(make(), data(), tmp_path / "run", quick(3))  # already there: no step, the very same weights
+    assert all(torch.equal(v, _weights(last)[k]) for k, v in first["state_dict"].items())
+    steps = []
+    original = StyleTransferModule.training_step
+    monkeypatch.setattr(StyleTransferModule, "training_step",
+                        lambda self, *a: steps.append(self.global_step) or original(self, *a))
     fit(make(), data(), tmp_path / "run", quick(5))
-    assert read_checkpoint(last)["styletrain"]["global_step"] == 5
+    second = read_checkpoint(last)
+    assert steps == [3, 4] and second["styletrain"]["global_step"] == 5
+    adam = second["optimizer_states"][0]["state"][0]
+    assert int(adam["step"]) == 5  # Adam's moments carried on; a fresh optimizer would be at 2
+    assert second["styletrain"]["train_seconds"] > first["styletrain"]["train_seconds"]
     assert (tmp_path / "run" / "samples").is_dir()
+
+
+def test_resuming_a_run_of_other_styles_or_another_net_is_refused_and_keeps_it(tmp_path, photos):
+    styles = write_images(tmp_path / "styles", 2, seed=1)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    last = fit(StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST), data(), tmp_path / "run",
+               quick(2))
+    kept = last.read_bytes()
+    other_style = StyleTransferModule([str(styles[1])], vgg_weights="random", **FAST)
+    wider = StyleTransferModule([str(styles[0])], vgg_weights="random", **{**FAST, "width": 8})
+    for module in (other_style, wider):
+        with pytest.raises(UserError, match="--no-resume"):
+            fit(module, data(), tmp_path / "run", quick(4))
+        assert last.read_bytes() == kept
+    fit(wider, data(), tmp_path / "run", quick(1), resume=False)  # what the user asked for: a fresh run there
+    assert read_checkpoint(last)["styletrain"]["net"]["width"] == 8
+
+
+def test_no_resume_starts_afresh_in_the_same_folder(tmp_path, photos, caplog):
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    fit(make(), data(), tmp_path / "run", quick(3))
+    caplog.set_level("INFO", logger="styletrain")
+    last = fit(make(), data(), tmp_path / "run", quick(1), resume=False)
+    assert read_checkpoint(last)["styletrain"]["global_step"] == 1 and "resuming" not in caplog.text
 
 
 def test_a_resumed_run_with_batches_on_the_device_does_not_replay_the_first_attempts(tmp_path, photos, monkeypatch):
@@ -75,7 +117,7 @@ def test_a_resumed_run_with_batches_on_the_device_does_not_replay_the_first_atte
         module = StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
         data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2, on_device=True)
         fit(module, data, tmp_path / "run", quick(steps))
-    assert len(seen) == 6 and not all(torch.equal(a, b) for a, b in zip(seen[:3], seen[3:]))
+    assert len(seen) == 6 and not any(torch.equal(a, b) for a, b in zip(seen[:3], seen[3:]))
 
 
 def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_path, photos, monkeypatch):
@@ -94,8 +136,11 @@ def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_
         fit(make(), data(), tmp_path / "run", quick(10))
     assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 2
     monkeypatch.undo()
+    steps = []
+    monkeypatch.setattr(StyleTransferModule, "training_step",
+                        lambda self, *a: steps.append(self.global_step) or original(self, *a))
     last = fit(make(), data(), tmp_path / "run", quick(4))
-    assert read_checkpoint(last)["styletrain"]["global_step"] == 4
+    assert steps == [2, 3] and read_checkpoint(last)["styletrain"]["global_step"] == 4
 
 
 def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos, caplog):
@@ -142,14 +187,18 @@ def test_init_from_a_narrower_net_widens_it_with_the_same_output(tmp_path, photo
 
 def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=4, **FAST)  # noqa: E731
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=8, **FAST)  # noqa: E731
     data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
     module = make()
     fit(module, data(), tmp_path / "run", quick(2))
-    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 4)  # rate for step 3
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 8)  # rate for step 3
     resumed = make()
-    fit(resumed, data(), tmp_path / "run", quick(5))
-    assert resumed.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # ramp done after 4
+    fit(resumed, data(), tmp_path / "run", quick(4))
+    # the ramp goes on where it was (a restarted one would be at 3/8 again)
+    assert resumed.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 5 / 8)
+    done = make()
+    fit(done, data(), tmp_path / "run", quick(9))
+    assert done.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # ramp done after 8
     plain = make()
     plain.hparams.warmup_steps = 0
     assert isinstance(plain.configure_optimizers(), torch.optim.Adam)
