@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ import numpy as np
 import onnx
 
 from styletrain.errors import UserError
+from styletrain.files import write_atomically
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
 from styletrain.runtime.onnx_weights import pack_float16
@@ -124,20 +124,10 @@ def export_net(
 
 
 def write_model(model: onnx.ModelProto, output: Path) -> None:
-    """Write ``output`` atomically (a server loading the folder never sees half a file), with a
-    normal file's mode (``mkstemp`` makes files private)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tmp.write_bytes(model.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``output`` whole (``styletrain.files.write_atomically``): a server loading the folder
+    never sees half a file."""
+    data = model.SerializeToString()
+    write_atomically(output, lambda part: part.write_bytes(data))
 
 
 def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,

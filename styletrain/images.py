@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
 from styletrain.errors import UserError
+from styletrain.files import check_writable, write_atomically
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so the server can decode without it
     from torch import Tensor
@@ -158,7 +159,7 @@ def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int =
         needed = math.ceil(min_side * max(image.size) / min(image.size))
         raise UserError(f"max_side {max_side} shrinks the {image.width}x{image.height} image to {size[0]}x{size[1]}, "
                         f"but both sides must be at least {min_side} px; use a max_side of at least {needed}, "
-                        "or 0 to keep the size")
+                        "or leave it unset (0 over gRPC) to keep the size")
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
@@ -249,16 +250,20 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def check_output_path(path: str | Path) -> Path:
-    """Fail before any work is done if an output image path has an unsupported extension."""
+    """Fail before any work is done if an output image path has an unsupported extension, names a
+    folder, or lies where no file can be written (its nearest existing folder is not writable)."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"cannot write {path}: use one of {', '.join(OUTPUT_SUFFIXES)}")
-    return path
+    return check_writable(path)
 
 
 def save_image(image: Tensor | Image.Image, path: str | Path, *, quality: int = 95) -> Path:
-    """Write a tensor or PIL image; the format follows the file extension. Creates parent folders."""
+    """Write a tensor or PIL image; the format follows the file extension. Creates parent folders,
+    and replaces an existing file only once the new one is complete."""
     path = check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (image if isinstance(image, Image.Image) else to_pil(image)).save(path, quality=quality)
-    return path
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    try:
+        return write_atomically(path, lambda part: pil.save(part, quality=quality))
+    except OSError as exc:
+        raise UserError(f"could not write {path}: {exc.strerror or exc}; choose another path") from None

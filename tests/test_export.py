@@ -83,6 +83,21 @@ def test_parity_check_fails_loudly_on_a_mismatch(onnx_models: dict[str, Path]) -
         check_parity(net, onnx_models["multi"], sizes=[(1, 21, 35)])
 
 
+def test_a_failed_parity_check_writes_nothing_and_keeps_the_old_model(multi_ckpt: Path, tmp_path: Path,
+                                                                     capsys, monkeypatch) -> None:
+    def mismatch(*args, **kwargs):
+        raise ExportError("onnxruntime (graph) differs from torch by 0.5 (> tolerance 0.0005)")
+
+    monkeypatch.setattr("styletrain.export.check_parity", mismatch)
+    out = tmp_path / "models" / "model.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"the model served until now")
+    code = main(["export", "--checkpoint", str(multi_ckpt), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "differs from torch" in err and "Nothing was written" in err and "Traceback" not in err
+    assert out.read_bytes() == b"the model served until now" and list(out.parent.iterdir()) == [out]
+
+
 def test_export_output_must_be_onnx(multi_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"must end in \.onnx"):
         export_onnx(multi_ckpt, tmp_path / "model.pt")

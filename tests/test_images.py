@@ -157,6 +157,37 @@ def test_output_path_extension_checked_up_front(tmp_path):
         check_output_path(tmp_path / "x.gif")
 
 
+def test_an_output_path_that_cannot_be_written_is_refused_up_front(tmp_path):
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(UserError, match="it is a folder"):
+        check_output_path(tmp_path / "taken.png")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="not a folder this user can write to"):
+        check_output_path(tmp_path / "file" / "sub" / "out.png")
+    assert check_output_path(tmp_path / "new" / "deeper" / "out.png")  # folders still to make are fine
+
+
+def test_save_image_makes_folders_and_a_failed_save_keeps_the_old_file(tmp_path):
+    out = save_image(torch.rand(3, 8, 8), tmp_path / "a" / "b" / "out.jpg")
+    old = out.read_bytes()
+    with pytest.raises(UserError, match="could not write"):
+        save_image(Image.new("RGBA", (8, 8)), out)  # JPEG has no alpha: Pillow fails part-way
+    assert out.read_bytes() == old and [p.name for p in out.parent.iterdir()] == ["out.jpg"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """Phone photos are stored sideways with an EXIF Orientation tag; they must come out upright."""
+    stored = Image.new("RGB", (40, 20), (255, 0, 0))
+    stored.paste((0, 0, 255), (20, 0, 40, 20))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    upright = open_image(tmp_path / "phone.jpg")
+    assert upright.size == (20, 40)
+    top, bottom = np.asarray(upright)[5, 10], np.asarray(upright)[35, 10]
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # the left side is now on top
+
+
 def test_16_bit_grayscale_png_matches_its_8_bit_version():
     import io
 

@@ -65,6 +65,7 @@ def _stylize(client: StyleClient, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from styletrain.errors import UserError
+    from styletrain.files import write_atomically
     from styletrain.images import check_output_path
     from styletrain.styles import parse_blend
 
@@ -76,8 +77,7 @@ def _stylize(client: StyleClient, args: argparse.Namespace) -> int:
                             blend=parse_blend(args.blend) if args.blend else None, model=args.model,
                             output_format=output.suffix.lstrip(".").lower(), quality=args.quality,
                             max_side=args.max_side, strength=args.strength, preserve_color=args.preserve_color)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(result.image)
+    write_atomically(output, lambda part: part.write_bytes(result.image))
     print(f"wrote {output} ({result.width}x{result.height}, model {result.model}, "
           f"{result.inference_ms:.0f} ms inference, {result.total_ms:.0f} ms on the server)")
     return 0

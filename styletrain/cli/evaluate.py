@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from styletrain.data import list_images
-    from styletrain.images import check_output_path
+    from styletrain.files import check_writable, write_atomically
+    from styletrain.images import check_output_path, save_image
     from styletrain.reference.evaluate import evaluate, format_table, grid, identity_fidelity
 
     if args.grid:
         check_output_path(args.grid)
+    if args.json:
+        check_writable(args.json)
     photos = list_images(args.content_dir)[: args.limit]
     rows = evaluate(args.checkpoint, photos, styles=args.style, steps=args.steps, size=args.size,
                     style_dir=args.style_dir, weights=args.vgg_weights, device=args.device,
@@ -48,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
               ", ".join(f"{Path(p).name} {d:.2f}/255" for p, d in identity.items()))
     if args.json:
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"checkpoint": str(args.checkpoint), "steps": args.steps, "size": args.size}
         extra = {"identity_mean_abs_diff": identity} if identity else {}
-        path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows], **extra}, indent=2) + "\n")
+        text = json.dumps({**meta, "rows": [r.to_json() for r in rows], **extra}, indent=2) + "\n"
+        write_atomically(path, lambda part: part.write_text(text))
         print(f"wrote {path}")
     if args.grid:
-        grid(rows).save(args.grid)
+        save_image(grid(rows), args.grid)
         print(f"wrote {args.grid}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from styletrain.cli.quantize import add_quantize_options, write_int8
 
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from styletrain.errors import UserError
-    from styletrain.export import export_onnx
+    from styletrain.export import ExportError, export_onnx
     from styletrain.runtime.onnx_backend import load_model, read_metadata
 
     if args.quantize and not args.calibration_dir:
@@ -31,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
                         "(photos to calibrate on, e.g. the training photos)")
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
-    path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
+    try:
+        path = export_onnx(args.checkpoint, args.output, check=not args.no_check, **options)
+    except ExportError as exc:  # the exporter's fault, not the user's: exit 1, but no traceback
+        print(f"styletrain export: failed: {exc}. Nothing was written. Please report this with the checkpoint "
+              "and `styletrain --version`; --no-check writes the graph unchecked.", file=sys.stderr)
+        return 1
     meta = read_metadata(load_model(path))
     parity = (meta.export or {}).get("parity_max_abs_diff")
     checked = f"parity max |diff| {parity:.2g}" if parity is not None else "parity not checked"

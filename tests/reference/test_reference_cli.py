@@ -71,7 +71,7 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "chicago.jpg").write_bytes((CONTENT / "chicago.jpg").read_bytes())
-    out_json, out_grid = tmp_path / "eval.json", tmp_path / "grid.png"
+    out_json, out_grid = tmp_path / "eval.json", tmp_path / "new" / "folder" / "grid.png"  # folders are made
     assert main(["evaluate", "--checkpoint", str(ckpt), "--content-dir", str(photos), "--style-dir", str(STYLES),
                  "--style", "mosaic", "--steps", "1", "--size", "32", "--json", str(out_json),
                  "--grid", str(out_grid), *vgg()]) == 0

@@ -292,7 +292,7 @@ OVERSIZE = object()  # stands for an image one byte over the server's message li
     ({"style": "candy", "max_side": 8}, "INVALID_ARGUMENT", "max_side must be at least 16"),
     ({"image": encode(1600, 16), "style": "candy", "max_side": 100}, "INVALID_ARGUMENT",
      "^max_side 100 shrinks the 1600x16 image to 100x1, but both sides must be at least 16 px; "
-     "use a max_side of at least 1600, or 0 to keep the size$"),
+     "use a max_side of at least 1600, or leave it unset \\(0 over gRPC\\) to keep the size$"),
     ({"image": OVERSIZE, "style": "candy"}, "RESOURCE_EXHAUSTED", "larger than max"),
 ])
 def test_bad_requests_get_their_status_code(live: Live, request_kwargs: dict, code: str, match: str) -> None:
