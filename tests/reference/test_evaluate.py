@@ -111,6 +111,6 @@ def test_variants_are_scored_against_the_same_gatys_result(tmp_path, trained) ->
     assert row.variants["same"]["ratio"] == pytest.approx(row.ratio, rel=1e-5)
     assert row.variants["same"]["mean_abs_diff"] == 0
     assert row.variants["bf16"]["ratio"] == pytest.approx(row.variants["bf16"]["total"] / row.gatys["total"])
-    assert row.to_json()["variants"]["bf16"]["mean_abs_diff"] >= 0
+    assert row.to_json()["variants"]["bf16"]["mean_abs_diff"] > 0  # bf16 rounds: not the float32 image
     table = format_table([row])
     assert "same" in table and "x1.0000 of fast, mean |diff| 0.00/255" in table

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from styletrain.runtime.cuda import driver_device_count, torch_cuda_available
@@ -18,7 +19,10 @@ def test_the_driver_and_torch_agree() -> None:
 
 def test_asking_does_not_import_torch_without_a_gpu() -> None:
     code = ("import sys; from styletrain.runtime.cuda import driver_device_count, torch_cuda_available; "
-            "n = driver_device_count(); ok = torch_cuda_available(); print(n == 0 and 'torch' in sys.modules)")
+            "n = driver_device_count(); ok = torch_cuda_available(); print(n, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[2])
-    assert result.stdout.strip() == "False"
+    devices, imported = result.stdout.split()
+    if devices != "0":
+        pytest.skip("a GPU is present: asking torch about it then is expected")
+    assert imported == "False"

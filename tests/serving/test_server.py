@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -37,10 +37,10 @@ from styletrain.v1 import styletrain_pb2 as pb
 Live = Any  # tests/serving/conftest.py's Live: a started server, its port and a client
 
 
-def encode(width: int, height: int, *, seed: int = 0, fmt: str = "PNG") -> bytes:
+def encode(width: int, height: int, *, seed: int = 0, fmt: str = "PNG", **options: Any) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -400,10 +400,14 @@ def test_every_failure_message_is_bounded() -> None:
     assert len(Failure(grpc.StatusCode.INVALID_ARGUMENT, "x" * 100_000).message) == MAX_MESSAGE_CHARS
 
 
-def test_client_message_limit(live: Live) -> None:
-    with StyleClient(live.address, max_message_bytes=1000) as client:
-        assert code_of(lambda: client.stylize(encode(200, 200, fmt="JPEG"), style="candy",
-                                              output_format="png")) in (grpc.StatusCode.RESOURCE_EXHAUSTED,)
+def test_client_message_limit_applies_to_replies(live: Live) -> None:
+    small = encode(240, 240, fmt="JPEG", quality=1)  # noise at JPEG quality 1: a few kB; as a PNG reply, 100+ kB
+    with StyleClient(live.address, max_message_bytes=20_000) as client:
+        assert len(small) < 10_000
+        with pytest.raises(grpc.RpcError) as info:
+            client.stylize(small, style="candy", output_format="png")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "received message larger than max" in info.value.details().lower()
 
 
 def test_parallel_clients_succeed_or_are_told_to_back_off(start_server: Callable[..., Live]) -> None:
@@ -502,14 +506,32 @@ def test_non_finite_output_is_an_error(start_server: Callable[..., Live]) -> Non
     assert "non-finite" in info.value.details()
 
 
-def test_health_is_not_serving_until_warmed_up(start_server: Callable[..., Live]) -> None:
+def test_health_is_not_serving_until_warmed_up(onnx_models: dict[str, Path]) -> None:
+    """The port answers during warm-up (load balancers can probe it) but says NOT_SERVING until it is done."""
+    server, port = create_server("127.0.0.1:0", onnx_models["dir"], config=ServerConfig(threads=1))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
     seen = []
 
-    def before_start(server: StyleServer) -> None:
-        seen.append(server.health.Check(health_pb2.HealthCheckRequest(service=""), None).status)
+    def check() -> None:
+        seen.append([health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+                     for name in ("", SERVICE_NAME)])
 
-    start_server(before_start=before_start)
-    assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]
+    warm_up = server.registry.warm_up
+
+    def watched_warm_up(*args: Any, **kwargs: Any) -> None:
+        check()
+        warm_up(*args, **kwargs)
+
+    server.registry.warm_up = watched_warm_up  # type: ignore[method-assign]
+    try:
+        server.start()
+        check()
+    finally:
+        channel.close()
+        assert server.stop(0).wait(10)
+    status = health_pb2.HealthCheckResponse
+    assert seen == [[status.NOT_SERVING] * 2, [status.SERVING] * 2]
 
 
 def test_shutdown_finishes_the_call_in_flight(start_server: Callable[..., Live]) -> None:
