@@ -123,7 +123,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     p.add_argument("--models", default=str(d.models_dir), metavar="DIR",
                    help=f"folder of .onnx models exported with `styletrain export` (default: {d.models_dir})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=port, default=DEFAULT_PORT,
                    help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}, this machine "
                    "only; 0.0.0.0 or [::] for every interface, best with TLS and a token)")
@@ -143,7 +143,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=d.grace,
                    help=f"seconds in-flight calls get to finish after SIGTERM (default {d.grace:g})")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when CUDA is available")
-    p.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics at "
+    p.add_argument("--metrics-port", type=port, metavar="N", help="serve Prometheus metrics at "
                    "http://HOST:N/metrics, HOST being --host (default: off; 0 picks a free port)")
     p.add_argument("--drain-delay", type=float, default=d.drain_delay,
                    help="seconds after SIGTERM that health reports NOT_SERVING while new calls get UNAVAILABLE, "
@@ -195,6 +195,18 @@ def _bounded(kind: Callable[[str], Any], least: float) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def port(text: str) -> int:
+    """argparse type for every port option: 0 to 65535 (0: a free one), checked before anything binds
+    (grpc would bind 99999 as 99999 - 65536 without a word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -164,8 +164,9 @@ class ServerMetrics:
                 return
             try:
                 server, thread = start_http_server(self.port, addr=self.host, registry=self.registry)
-            except OSError as exc:
-                raise UserError(f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+                raise UserError(f"cannot serve metrics on {self.host}:{self.port}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
             thread.name = "styletrain-metrics"
             self._http = (server, thread)
             self.port = server.server_port

@@ -8,13 +8,13 @@ config, loss and training settings.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from styletrain.errors import UserError
+from styletrain.files import torch_load_error
 from styletrain.metadata import FORMAT_VERSION, ModelMetadata
 from styletrain.transformer import TransformerNet
 
@@ -43,12 +43,8 @@ def _read(path: str | Path) -> tuple[dict[str, Any], ModelMetadata]:
         raise UserError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests an unsafe load; never pass that advice on
-        raise UserError(f"{path} holds Python objects beyond tensors and plain data, which styletrain refuses "
-                        "to load (loading them could run code); it is not a checkpoint styletrain wrote") from None
     except Exception as exc:
-        raise UserError(f"could not read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+        raise torch_load_error(path, exc, "a checkpoint", "pass a .ckpt (styletrain train writes one)") from None
     stored = ckpt.get("styletrain") if isinstance(ckpt, dict) else None
     if not stored:
         raise UserError(f"{path} is not a styletrain checkpoint (no 'styletrain' metadata)")

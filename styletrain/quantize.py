@@ -202,14 +202,17 @@ def quantize_model(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = Path(source)
+    model = load_model(source)  # first: a .ckpt given here is named as one, not misread as NAME.int8.ckpt
     output = Path(output) if output is not None else variant_path(source, "int8")
     if output.suffix.lower() != ".onnx":
         raise UserError(f"quantize output must end in .onnx; got {output}")
+    if output.exists() and output.samefile(source):
+        raise UserError(f"quantize output {output} is the source model {source}; give another --output "
+                        f"(default: {variant_path(source, 'int8')})")
     if count < 1 or side < 16:
         raise UserError(f"calibration needs count >= 1 and side >= 16; got count {count}, side {side}")
     if layers not in LAYERS:
         raise UserError(f"int8 layers must be one of {list(LAYERS)}; got {layers!r}")
-    model = load_model(source)
     metadata = read_metadata(model).to_dict()
     if "variant" in metadata:
         raise UserError(f"{source} is already a {metadata['variant'].get('name')} variant; quantize the fp32 export")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.models import vgg as tv_vgg
 
 from styletrain.errors import UserError
+from styletrain.files import torch_load_error
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,18 @@ def _features_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.float() for k, v in state.items()}
 
 
+_PASS_WEIGHTS = ("pass --vgg-weights a {arch} state_dict saved with torch.save (of torchvision's {arch}() or "
+                 "{arch}().features: keys features.0.weight ... or 0.weight ...), or leave it out for torchvision's "
+                 "ImageNet weights")
+"""The fix for a --vgg-weights file that is not VGG weights (``WeightsSpec`` lists what is accepted)."""
+
+
+def _is_state_dict(loaded: object) -> bool:
+    """Whether ``torch.load`` gave a flat name -> tensor dict (not, say, a styletrain checkpoint)."""
+    return isinstance(loaded, dict) and bool(loaded) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items())
+
+
 def resolve_weights(weights: WeightsSpec) -> str | Path:
     """Apply the default: the environment variable's file if set, else torchvision's weights."""
     if weights is None:
@@ -126,9 +139,13 @@ def load_features(
                 f"or {WEIGHTS_ENV}"
             )
         try:
-            state = _features_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UserError(f"could not read VGG weights from {path}: {exc}") from None
+            raise torch_load_error(path, exc, "VGG weights", _PASS_WEIGHTS.format(arch=arch)) from None
+        if not _is_state_dict(loaded):
+            what = "a styletrain checkpoint, not" if isinstance(loaded, dict) and "styletrain" in loaded else "not"
+            raise UserError(f"{path} is {what} a {arch.upper()} features state_dict: {_PASS_WEIGHTS.format(arch=arch)}")
+        state = _features_state_dict(loaded)
     features = features[:upto]
     missing = [k for k in features.state_dict() if k not in state]
     if missing:

@@ -97,6 +97,44 @@ def test_a_recipe_path_missing_from_the_working_directory_says_where_paths_are_r
     assert "style ../shared/styles/a.jpg not found from" in err and "working directory" in err
 
 
+def test_recipe_values_are_parsed_like_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "styles", 2)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 1e-4\nwidth: 16\nmax-time: 01:00:00:00\ndata-on-device: true\nchannels-last: false\n"
+                      "lr-decay: cosine\ndevices: 1\nstyle:\n  - styles/img0.png\n  - styles/img1.png\n")
+    args = build_parser().parse_args(["train", "--config", str(recipe)])
+    _apply_config(args)
+    assert args.lr == 1e-4 and isinstance(args.lr, float)  # PyYAML reads 1e-4 as a string
+    assert args.max_time == "01:00:00:00"  # and 01:00:00:00 as the base-60 number 216000
+    assert (args.width, args.data_on_device, args.channels_last, args.lr_decay) == (16, True, False, "cosine")
+    assert args.devices == "1" and args.style == ["styles/img0.png", "styles/img1.png"]
+
+
+def test_invalid_recipe_values_name_the_key_and_the_recipe(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    cases = {"image-size: 0": "image-size in {}: must be greater than 0, got 0",
+             "lr: fast": "lr in {}: expected a number, got 'fast'",
+             "batch-size: 2.5": "batch-size in {}: expected a number, got '2.5'",
+             "lr-decay: linear": "lr-decay in {}: must be one of 'none', 'cosine'; got 'linear'",
+             "max-time: 1h": "max-time in {}: expected DD:HH:MM:SS",
+             "data-on-device: maybe": "data-on-device in {}: must be true or false; got 'maybe'",
+             "width: [16, 32]": "width in {}: expected one value, got a list"}
+    for text, expected in cases.items():
+        recipe.write_text(text + "\n")
+        assert expected.format(recipe) in run_error(capsys, ["train", "--config", str(recipe)]), text
+
+
+def test_max_time_must_be_dd_hh_mm_ss(capsys):
+    for given in ("1h", "10:00", "00:01:60"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--max-time", given])
+        err = capsys.readouterr().err
+        assert f"expected DD:HH:MM:SS, e.g. 00:12:00:00 for 12 hours; got {given!r}" in err, err
+    for given in ("00:12:00:00", "2:00:30:00", "100:00:00:05"):  # Lightning takes any number of days
+        assert build_parser().parse_args(["train", "--max-time", given]).max_time == given
+
+
 def test_stylize_blend_of_multi_style_checkpoint(tmp_path, multi_ckpt, photo):
     outs = {}
     for name, extra in {"candy": ["--style", "candy"], "blend": ["--blend", "candy=0.5,udnie=0.5"],

@@ -87,3 +87,37 @@ def test_metadata_and_loss_settings_import_without_torch() -> None:
     code = ("import sys, styletrain.metadata, styletrain.loss_config; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A valid ONNX file that is not a styletrain export."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(graph), path)
+    return path
+
+
+def test_a_model_or_photo_in_the_wrong_place_is_named_with_the_fix(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from styletrain.runtime.onnx_backend import load_model
+
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    renamed = _tiny_onnx(tmp_path / "model.ckpt")  # the first bytes tell, not the name
+    Image.new("RGB", (20, 20)).save(tmp_path / "photo.jpg")
+    (tmp_path / "notes.ckpt").write_text("hello")
+    for path in (model, renamed):
+        with pytest.raises(UserError, match=rf"{path.name} is an ONNX model, not a checkpoint: pass a .ckpt "
+                                            r"\(styletrain train writes one\)"):
+            read_checkpoint(path)
+    with pytest.raises(UserError, match=r"photo.jpg is a JPEG image, not a checkpoint: pass a .ckpt"):
+        read_checkpoint(tmp_path / "photo.jpg")
+    with pytest.raises(UserError, match=r"notes.ckpt is not a PyTorch checkpoint"):
+        load_transformer(tmp_path / "notes.ckpt")
+    ckpt = save_transformer(TransformerNet(width=4, num_residuals=1), ModelMetadata(["a"]), tmp_path / "net.ckpt")
+    with pytest.raises(UserError, match=r"net.ckpt is a PyTorch checkpoint, not an ONNX model: export it first "
+                                        r"with `styletrain export"):
+        load_model(ckpt)
+    with pytest.raises(UserError, match=r"photo.jpg is a JPEG image, not an ONNX model"):
+        load_model(tmp_path / "photo.jpg")

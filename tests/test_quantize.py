@@ -120,3 +120,47 @@ def test_quantize_command_needs_photos(onnx_models: dict[str, Path], capsys: pyt
     assert "needs --calibration-dir DIR" in capsys.readouterr().err
     assert main(["export", "--checkpoint", "x.ckpt", "--output", "x.onnx", "--quantize", "int8"]) == 2
     assert "--quantize int8 needs --calibration-dir" in capsys.readouterr().err
+
+
+def test_quantize_refuses_to_overwrite_its_source(onnx_models: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    source = Path(shutil.copy(onnx_models["single"], tmp_path / "mosaic.onnx"))
+    (tmp_path / "link.onnx").symlink_to(source)
+    before = source.read_bytes()
+    for output in (source, tmp_path / "link.onnx", tmp_path / "." / "mosaic.onnx"):
+        with pytest.raises(UserError, match=r"is the source model .*; give another --output "
+                                            r"\(default: .*mosaic.int8.onnx\)"):
+            quantize_model(source, output, calibration_dir=tmp_path / "missing")
+    photos = write_images(tmp_path / "photos", 1)[0].parent
+    assert main(["quantize", "--model", str(source), "--output", str(source), "--calibration-dir", str(photos)]) == 2
+    assert "is the source model" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_calibration_dir_is_checked_before_any_work(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from styletrain.cli.quantize import check_calibration_dir
+
+    def check(folder: Path | None) -> None:
+        check_calibration_dir(Namespace(calibration_dir=folder and str(folder), calibration_count=None))
+
+    with pytest.raises(UserError, match="needs --calibration-dir DIR"):
+        check(None)
+    with pytest.raises(UserError, match="calibration folder not found"):
+        check(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no .jpg/.jpeg/.png/.webp images in calibration folder"):
+        check(tmp_path / "empty")
+    write_images(tmp_path / "photos", 1)
+    check(tmp_path / "photos")
+
+
+def test_export_quantize_checks_the_calibration_dir_before_exporting(single_ckpt: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Passes once ``styletrain/cli/export.py`` calls ``check_calibration_dir`` before exporting."""
+    out = tmp_path / "mosaic.onnx"
+    assert main(["export", "--checkpoint", str(single_ckpt), "--output", str(out), "--no-check",
+                 "--quantize", "int8", "--calibration-dir", str(tmp_path / "missing")]) == 2
+    assert "calibration folder not found" in capsys.readouterr().err
+    assert not out.exists()

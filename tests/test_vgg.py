@@ -77,3 +77,26 @@ def test_real_weights_give_imagenet_like_activations(vgg_weights):
     net = LossNetwork(["relu4_3"], weights=vgg_weights)
     out = net(torch.rand(1, 3, 64, 64))["relu4_3"]
     assert out.shape == (1, 512, 8, 8) and torch.isfinite(out).all() and out.abs().sum() > 0
+
+
+class _Payload:
+    """Unpickling this would run code: what a planted weights file could do."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_file_that_is_not_vgg_weights_says_what_to_pass_without_unsafe_advice(tmp_path, single_ckpt):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20)).save(tmp_path / "photo.jpg")
+    with pytest.raises(UserError, match=r"photo.jpg is a JPEG image, not VGG weights: pass") as error:
+        LossNetwork(["relu1_2"], weights=tmp_path / "photo.jpg")
+    assert "weights_only" not in str(error.value)
+    with pytest.raises(UserError, match=r"single.ckpt is a styletrain checkpoint, not a VGG16 features "
+                                        r"state_dict: pass .*--vgg-weights"):
+        LossNetwork(["relu1_2"], weights=single_ckpt)
+    torch.save({"0.weight": _Payload()}, tmp_path / "planted.pth")
+    with pytest.raises(UserError, match="refuses to load") as error:
+        LossNetwork(["relu1_2"], weights=tmp_path / "planted.pth")
+    assert "weights_only" not in str(error.value)

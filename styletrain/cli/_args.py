@@ -4,6 +4,7 @@ and the loss options with ``LossConfig``'s defaults."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,17 @@ def positive(kind: type = int) -> Callable[[str], float]:
 def non_negative(kind: type = float) -> Callable[[str], float]:
     """argparse type: a number of at least 0."""
     return _number(kind, lambda v: v >= 0, "at least 0")
+
+
+DURATION = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")
+"""Lightning's ``Timer`` duration, DD:HH:MM:SS (any number of days; the fields are not range-checked)."""
+
+
+def duration(text: str) -> str:
+    """argparse type: a time limit that Lightning's ``Timer`` reads, checked here rather than after loading VGG."""
+    if not DURATION.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected DD:HH:MM:SS, e.g. 00:12:00:00 for 12 hours; got {text!r}")
+    return text.strip()
 
 
 def add_loss_options(p: argparse.ArgumentParser) -> None:

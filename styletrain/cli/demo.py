@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from serving.config import port
 from styletrain.cli._args import positive
 
 
@@ -12,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the `styletrain serve` gRPC server (default localhost:50051)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address of the web page (default 127.0.0.1, this machine only; 0.0.0.0: all interfaces)")
-    p.add_argument("--port", type=int, default=7860, help="port of the web page (default 7860)")
+    p.add_argument("--port", type=port, default=7860, help="port of the web page (default 7860)")
     p.add_argument("--timeout", type=positive(float), default=60.0,
                    help="deadline of each call in seconds (default 60)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from styletrain.cli.quantize import add_quantize_options, write_int8
+from styletrain.cli.quantize import add_quantize_options, check_calibration_dir, write_int8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize and not args.calibration_dir:
         raise UserError("--quantize int8 needs --calibration-dir DIR "
                         "(photos to calibrate on, e.g. the training photos)")
+    if args.quantize:
+        check_calibration_dir(args)
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     try:

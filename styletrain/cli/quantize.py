@@ -28,11 +28,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_calibration_dir(args)
+    return write_int8(args.model, args.output, args)
+
+
+def check_calibration_dir(args: argparse.Namespace) -> None:
+    """Refuse an unset, missing or photo-less ``--calibration-dir`` before any work (``export --quantize
+    int8`` would otherwise export first, and only then say so)."""
     from styletrain.errors import UserError
+    from styletrain.quantize import DEFAULT_COUNT, calibration_photos
 
     if not args.calibration_dir:
-        raise UserError("quantize needs --calibration-dir DIR (photos like the ones the model will stylize)")
-    return write_int8(args.model, args.output, args)
+        raise UserError("int8 quantization needs --calibration-dir DIR (photos like the ones the model will "
+                        "stylize, e.g. the training photos)")
+    calibration_photos(args.calibration_dir, args.calibration_count or DEFAULT_COUNT)
 
 
 def write_int8(model: str, output: str | None, args: argparse.Namespace) -> int:

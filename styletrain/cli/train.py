@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from styletrain.cli._args import add_loss_options, loss_settings, non_negative, positive
-from styletrain.errors import UserError
+from styletrain.cli._args import add_loss_options, duration, loss_settings, non_negative, positive
+from styletrain.errors import UserError, names_text
 from styletrain.loss_config import LossConfig
 
 REQUIRED = ("style", "content_dir", "out")
@@ -38,7 +40,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="longer side at which style images are read; sets the brush-stroke scale (default 512)")
     p.add_argument("--batch-size", type=positive(), default=4)
     p.add_argument("--max-steps", type=positive(), default=40_000, help="total optimizer steps, counting resumed ones")
-    p.add_argument("--max-time", metavar="DD:HH:MM:SS", help="stop (and save last.ckpt) after this long")
+    p.add_argument("--max-time", type=duration, metavar="DD:HH:MM:SS",
+                   help="stop (and save last.ckpt) after this long, e.g. 00:12:00:00")
     p.add_argument("--lr", type=positive(float), default=1e-3)
     p.add_argument("--warmup-steps", type=non_negative(int), default=0,
                    help="ramp the learning rate up over this many steps (use with --init-from: a fresh "
@@ -78,25 +81,96 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_config(args: argparse.Namespace) -> None:
-    """Fill the options not given on the command line from the YAML recipe, then from the defaults."""
+    """Fill the options not given on the command line from the YAML recipe, then from the defaults.
+
+    Each recipe value goes through its option's argparse type and choices, so that it is read (and
+    refused) exactly as the same value on the command line would be."""
     defaults = add_defaults()
     config = args.config
     recipe = {}
     if config is not None:
         try:
-            recipe = yaml.safe_load(config.read_text()) or {}
+            recipe = yaml.load(config.read_text(), Loader=_RecipeLoader) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"could not read recipe {config}: {exc}") from None
+        if not isinstance(recipe, dict):
+            raise UserError(f"recipe {config} must map option names to values, one a line (e.g. 'lr: 0.001')")
+    options = _Options()
     for key, value in recipe.items():
+        key = str(key)
         attr = key.replace("-", "_")
         if attr not in defaults:
             raise UserError(f"unknown option {key!r} in {config}")
-        if getattr(args, attr) is None:
-            setattr(args, attr, value if attr != "style" or isinstance(value, list) else [value])
+        if getattr(args, attr) is None and value is not None:
+            setattr(args, attr, _recipe_value(config, key, value, options.actions[attr], attr in options.repeatable))
             _check_recipe_paths(config, key, getattr(args, attr))
     for attr, value in defaults.items():
         if getattr(args, attr) is None:
             setattr(args, attr, value)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but ``01:00:00:00`` stays the text typed (YAML 1.1 reads it as the base-60
+    number 216000), so that a recipe's ``max-time`` means what it does on the command line."""
+
+
+def _colons_as_text(construct: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> Callable[..., Any]:
+    """``construct`` (PyYAML's int or float) for scalars without a colon; those with one stay text."""
+    def construct_number(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        text = loader.construct_scalar(node)
+        return text if ":" in text else construct(loader, node)
+
+    return construct_number
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _colons_as_text(yaml.SafeLoader.construct_yaml_int))
+_RecipeLoader.add_constructor("tag:yaml.org,2002:float", _colons_as_text(yaml.SafeLoader.construct_yaml_float))
+
+
+class _Options(argparse.ArgumentParser):
+    """The train options' argparse actions by attribute name, and which ones repeat (``action="append"``):
+    what a recipe value must be parsed with (argparse keeps its list of actions private)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, argparse.Action] = {}
+        self.repeatable: set[str] = set()
+        super().__init__()
+        add_options(self)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.actions[action.dest] = action
+        if kwargs.get("action") == "append":
+            self.repeatable.add(action.dest)
+        return action
+
+
+def _recipe_value(config: Path, key: str, value: Any, action: argparse.Action, repeatable: bool) -> Any:
+    """A recipe's ``value`` of option ``key`` as the command line would parse it: ``lr: 1e-4`` (a string
+    to PyYAML) becomes a float and ``image-size: 0`` is refused. A repeatable option takes a list too."""
+    if action.nargs == 0:  # a flag: --data-on-device, or --channels-last / --no-channels-last
+        if not isinstance(value, bool):
+            raise UserError(f"{key} in {config}: must be true or false; got {value!r}")
+        return value
+    if repeatable:
+        return [_recipe_item(config, key, item, action) for item in (value if isinstance(value, list) else [value])]
+    return _recipe_item(config, key, value, action)
+
+
+def _recipe_item(config: Path, key: str, value: Any, action: argparse.Action) -> Any:
+    """One recipe value through the option's ``type`` and ``choices``, as its text on the command line."""
+    if isinstance(value, (list, dict)):
+        raise UserError(f"{key} in {config}: expected one value, got a {'list' if isinstance(value, list) else 'map'}")
+    text = str(value)
+    try:
+        parsed = action.type(text) if action.type is not None else text
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{key} in {config}: {exc}") from None
+    except (TypeError, ValueError):
+        raise UserError(f"{key} in {config}: invalid value {text!r}") from None
+    if action.choices is not None and parsed not in action.choices:
+        raise UserError(f"{key} in {config}: must be one of {names_text(action.choices)}; got {text!r}")
+    return parsed
 
 
 RECIPE_PATHS = ("style", "content-dir", "init-from")
@@ -115,9 +189,7 @@ def _check_recipe_paths(config: Path, key: str, value: str | list[str]) -> None:
 
 def add_defaults() -> dict:
     """Every option's default value, by attribute name."""
-    parser = argparse.ArgumentParser()
-    add_options(parser)
-    return vars(parser.parse_args([]))
+    return vars(_Options().parse_args([]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from styletrain.errors import UserError
+from styletrain.files import file_kind
 from styletrain.metadata import ModelMetadata
 from styletrain.runtime.base import RunCancelled, RunOptions, Stylizer, batch_weights
 from styletrain.runtime.staged import (
@@ -55,6 +56,12 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
+    kind = file_kind(path)
+    if kind == "a PyTorch checkpoint":
+        raise UserError(f"{path} is a PyTorch checkpoint, not an ONNX model: export it first with "
+                        f"`styletrain export --checkpoint {path} --output NAME.onnx`")
+    if kind.endswith(" image"):
+        raise UserError(f"{path} is {kind}, not an ONNX model: pass an .onnx file that `styletrain export` wrote")
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from serving.client import StyleClient
-from styletrain.cli import main
+from serving.config import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, ServerConfig, config_from_args
+from styletrain.cli import build_parser, main
+from styletrain.errors import UserError
 
 
 def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], tmp_path: Path,
@@ -82,3 +84,42 @@ def test_python_m_serving_server_takes_the_serve_options(tmp_path: Path, capsys:
 
     assert server_main(["--models", str(tmp_path), "--port", "0", "--threads", "1", "--cpu"]) == 2
     assert "serving.server: error: no .onnx models in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "99999"], ["serve", "--port", "-1"],
+                                  ["serve", "--metrics-port", "99999"], ["serve", "--metrics-port", "http"],
+                                  ["demo", "--port", "65536"]])
+def test_port_options_take_0_to_65535(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    assert stop.value.code == 2
+    assert f"argument {argv[1]}: expected a port number from 0 to 65535, got {argv[2]!r}" in capsys.readouterr().err
+
+
+def test_port_bounds_are_accepted() -> None:
+    for port in ("0", "65535"):
+        assert build_parser().parse_args(["serve", "--port", port, "--metrics-port", port]).port == int(port)
+        assert build_parser().parse_args(["demo", "--port", port]).port == int(port)
+
+
+def test_a_metrics_port_out_of_range_is_a_user_error() -> None:
+    from serving.metrics import ServerMetrics
+
+    with pytest.raises(UserError, match="cannot serve metrics on 127.0.0.1:99999: "):
+        ServerMetrics(host="127.0.0.1", port=99999).start()
+
+
+def test_serve_options_reach_the_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "6001", "--max-pixels", "1000000",
+                                      "--max-message-mb", "8", "--max-concurrent", "3", "--grace", "2.5",
+                                      "--variant", "int8", "--metrics-port", "9464"])
+    address, config = config_from_args(args)
+    assert address == "0.0.0.0:6001"
+    assert (config.max_pixels, config.max_message_bytes, config.max_concurrent) == (1_000_000, 8 * 2**20, 3)
+    assert (config.grace, config.variant, config.metrics_port) == (2.5, "int8", 9464)
+    address, config = config_from_args(build_parser().parse_args(["serve"]))  # the defaults are ServerConfig's
+    default = ServerConfig()
+    assert address == f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+    assert (config.max_pixels, config.max_message_bytes, config.max_concurrent, config.grace, config.variant) == \
+        (default.max_pixels, default.max_message_bytes, default.max_concurrent, default.grace, default.variant)
