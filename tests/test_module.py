@@ -296,9 +296,13 @@ def test_identity_row_trains_with_the_styles(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 2, seed=9)
     module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True, **FAST)
     data = PhotoDataModule(str(photos), image_size=32, batch_size=3, num_workers=0, val_count=2)
-    last = fit(module, data, tmp_path / "run", quick(3))
+    _, loss_rows = module._style_choice(3, "val")
+    assert loss_rows.tolist() == [[1, 0], [0, 1], [0, 0]]  # the identity row is trained on content alone
+    last = fit(module, data, tmp_path / "run", quick(6))
     net, meta = load_transformer(last)
     assert meta.style_names == ["img0", "img1", "identity"] and net.num_styles == 3
+    norms = [m for m in net.modules() if hasattr(m, "scale")]
+    assert any(not torch.equal(m.scale[2], torch.ones_like(m.scale[2])) for m in norms)  # its row was trained
 
 
 def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):
