@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,19 +149,42 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int = 1) -> Image.Image:
-    """Shrink (never enlarge) so the longer side is at most ``max_side``, keeping the aspect ratio;
-    ``UserError`` if that would make the shorter side less than ``min_side``."""
-    if max_side is None or max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    if min(size) < min_side:
-        needed = math.ceil(min_side * max(image.size) / min(image.size))
-        raise UserError(f"max_side {max_side} shrinks the {image.width}x{image.height} image to {size[0]}x{size[1]}, "
-                        f"but both sides must be at least {min_side} px; use a max_side of at least {needed}, "
-                        "or leave it unset (0 over gRPC) to keep the size")
-    return image.resize(size, Image.Resampling.LANCZOS)
+def check_photos(paths: Iterable[str | Path], max_side: int | None, *, min_side: int = 1,
+                 option: str = "max_side") -> None:
+    """Refuse, before any long work over them, a photo that is unreadable or too small once shrunk to
+    ``max_side``: found part-way, it would cost the results before it. Reads headers only."""
+    for path in paths:
+        try:
+            shrunk_size(image_size(Path(path).read_bytes()), max_side, min_side=min_side, option=option)
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+
+
+def shrunk_size(size: tuple[int, int], max_side: int | None, *, min_side: int = 1,
+                option: str = "max_side") -> tuple[int, int]:
+    """(width, height) once shrunk (never enlarged) so the longer side is at most ``max_side``, keeping
+    the aspect ratio; ``UserError``, naming the ``option`` that set ``max_side``, if the shorter side
+    would then be under ``min_side``."""
+    width, height = size
+    if max_side is None or max(size) <= max_side:
+        return size
+    scale = max_side / max(size)
+    shrunk = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(shrunk) < min_side:
+        needed = math.ceil(min_side * max(size) / min(size))
+        keep = ", or leave it unset (0 over gRPC) to keep the size" if option == "max_side" else ""
+        raise UserError(f"{option} {max_side} shrinks the {width}x{height} image to {shrunk[0]}x{shrunk[1]}, "
+                        f"but both sides must be at least {min_side} px; use a {option} of at least {needed}{keep}")
+    return shrunk
+
+
+def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int = 1,
+                    option: str = "max_side") -> Image.Image:
+    """Shrink (never enlarge) so the longer side is at most ``max_side`` (``shrunk_size``)."""
+    size = shrunk_size(image.size, max_side, min_side=min_side, option=option)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 def resize_short_side(image: Image.Image, side: int) -> Image.Image:
@@ -241,9 +265,12 @@ def to_pil(tensor: Tensor) -> Image.Image:
     return array_to_image(tensor.detach().float().cpu().numpy())
 
 
-def load_tensor(path: str | Path, *, max_side: int | None = None, **kwargs: object) -> Tensor:
-    """Read an image file as a (1, 3, H, W) tensor, shrunk to ``max_side`` if given."""
-    return to_tensor(resize_max_side(open_image(path, **kwargs), max_side))
+def load_tensor(path: str | Path, *, max_side: int | None = None, min_side: int = 1, option: str = "max_side",
+                **kwargs: object) -> Tensor:
+    """Read an image file as a (1, 3, H, W) tensor, shrunk to ``max_side`` if given; ``UserError`` if a
+    side is under ``min_side``, as read or once shrunk (``option``: the setting to name then)."""
+    image = open_image(path, min_side=min_side, **kwargs)
+    return to_tensor(resize_max_side(image, max_side, min_side=min_side, option=option))
 
 
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -115,7 +115,7 @@ class _Block(nn.Module):
         self.pad = nn.ReflectionPad2d(kernel // 2)
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride)
         self.norm = None if norm is None else build_norm(norm, cout, num_styles)
-        self.relu = relu
+        self.relu = nn.ReLU() if relu else None  # a module (no weights): guided backprop hooks it
 
     def forward(self, x: Tensor, style_weights: Tensor | None) -> Tensor:
         if self.upsample:
@@ -123,7 +123,7 @@ class _Block(nn.Module):
         x = self.conv(self.pad(x))
         if self.norm is not None:
             x = self.norm(x, style_weights)
-        return F.relu(x) if self.relu else x
+        return self.relu(x) if self.relu is not None else x
 
 
 class _Residual(nn.Module):

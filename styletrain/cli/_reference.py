@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from styletrain.cli._args import non_negative, positive  # noqa: F401  (re-exported for the commands)
-from styletrain.errors import UserError
 
 
 def add_common(p: argparse.ArgumentParser, *, output_help: str = "output image (.png/.jpg/.webp)") -> None:
@@ -38,11 +37,7 @@ def load_image(path: str | Path, size: int | None):
     from styletrain.images import load_tensor
     from styletrain.metadata import MIN_SIDE
 
-    image = load_tensor(path, max_side=size)
-    if min(image.shape[-2:]) < MIN_SIDE:
-        raise UserError(f"{path} is {image.shape[-1]}x{image.shape[-2]} at --size {size}; "
-                        f"each side must be at least {MIN_SIDE} px")
-    return image
+    return load_tensor(path, max_side=size, min_side=MIN_SIDE, option="--size")
 
 
 def save(image, path: str | Path) -> None:

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from styletrain.data import list_images
-    from styletrain.images import check_output_path, load_tensor
+    from styletrain.images import check_output_path, check_photos, load_tensor
+    from styletrain.metadata import MIN_SIDE
     from styletrain.reference import visualize as vis
     from styletrain.reference.display import hstack, vstack
     from styletrain.reference.layers import check_layer
@@ -53,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         check_layer(network, args.layer, channel)
     if args.photos:
         files = list_images(args.photos, option="--photos")[: args.limit]
-        photos = ((str(f), load_tensor(f, max_side=args.photo_size)) for f in files)
+        check_photos(files, args.photo_size, min_side=MIN_SIDE, option="--photo-size")
+        photos = ((str(f), load_tensor(f, max_side=args.photo_size, min_side=MIN_SIDE, option="--photo-size"))
+                  for f in files)
         rows = []
         for channel, patches in zip(args.channel, vis.top_patches(network, args.layer, args.channel, photos,
                                                                    top=args.top)):

@@ -27,7 +27,7 @@ from torch import Tensor
 from styletrain.checkpoint import load_transformer
 from styletrain.data import IMAGE_SUFFIXES
 from styletrain.errors import UserError
-from styletrain.images import load_tensor, open_image, resize_side, to_pil, to_tensor
+from styletrain.images import check_photos, load_tensor, open_image, resize_side, to_pil, to_tensor
 from styletrain.losses import LossConfig, PerceptualLoss
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.reference import objectives
@@ -107,7 +107,7 @@ def evaluate(
     """
     net, meta = load_transformer(checkpoint)
     names = meta.style_names
-    chosen = list(styles) if styles else [n for n in names if n != IDENTITY]
+    chosen = list(dict.fromkeys(styles)) if styles else [n for n in names if n != IDENTITY]  # each style once
     unknown = [s for s in chosen if s not in names]
     if unknown:
         raise UserError(f"unknown style(s) {unknown}; the checkpoint holds {names}")
@@ -116,6 +116,7 @@ def evaluate(
                         "there is no style to score it against")
     if not photos:
         raise UserError("give at least one photo")
+    check_photos(photos, size, min_side=MIN_SIDE, option="size")
     config = loss_config(meta)
     if weights is None and meta.vgg_weights and Path(meta.vgg_weights).is_file():
         weights = meta.vgg_weights

@@ -18,7 +18,7 @@ from styletrain.losses import LossConfig, PerceptualLoss
 from styletrain.metadata import MIN_SIDE
 from styletrain.reference import color, objectives
 from styletrain.reference.optimize import Result, optimize
-from styletrain.reference.param import initial_image, noise_image, resize, scaled_size
+from styletrain.reference.param import check_side, initial_image, noise_image, resize, scaled_size
 from styletrain.reference.pyramid import ImagePyramid
 from styletrain.vgg import LossNetwork, WeightsSpec
 
@@ -47,6 +47,7 @@ def _style_side(style: Tensor, out_size: tuple[int, int], style_scale: float, st
     if style_scale <= 0:
         raise UserError(f"style scale must be positive; got {style_scale}")
     side = (style_size if style_size else style_scale * final_side) * max(out_size) / final_side
+    check_side(side, "the style image (--style-scale or --style-size)")
     return scaled_size(tuple(style.shape[-2:]), max(MIN_SIDE, round(side)))
 
 
@@ -76,6 +77,8 @@ def stylize(
     ``steps`` iterations run at each of ``scales`` resolutions (coarse to fine, halving the side).
     ``loss`` reuses a built ``PerceptualLoss`` (its VGG) instead of loading one; its cached style
     targets are replaced by these styles'.
+    With ``preserve_color`` the luminance is what is optimised, against luminance-matched styles, and
+    the photo's colours are put back afterwards: the losses returned are the luminance image's.
     """
     if not styles:
         raise UserError("give at least one style image")
@@ -134,6 +137,8 @@ def synthesize(
         raise UserError("give at least one style image")
     if min(size) < MIN_SIDE:
         raise UserError(f"texture size must be at least {MIN_SIDE} px per side; got {size[1]}x{size[0]}")
+    check_side(max(size), "the texture")
+    check_side(style_size or 0, "the style image (--style-size)")
     w = blend_weights(len(styles), style_weights)
     loss = loss or perceptual_loss(config, weights=weights)
     device = loss.vgg.mean.device

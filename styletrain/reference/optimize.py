@@ -79,7 +79,7 @@ def optimize(
         last.clear()
         last.update({k: float(v.detach()) for k, v in terms.items()}, total=float(total.detach()))
         if not math.isfinite(last["total"]):
-            raise FloatingPointError(f"{desc}: the loss became non-finite: {last}; lower the learning rate "
+            raise UserError(f"{desc}: the loss became non-finite: {last}; lower the learning rate "
                                      "or the loss weights")
         return total
 

@@ -14,6 +14,17 @@ from styletrain.errors import UserError
 
 INITS = ("content", "noise", "style")
 
+MAX_SIDE = 4096
+"""Longest side of an image the optimisers make, or of a style image they match: a typo such as
+``--width 100000`` is refused up front instead of exhausting memory (VGG16's activations up to relu4_3
+hold 264 floats per pixel, about 1 kB, before autograd's saved copies)."""
+
+
+def check_side(side: float, what: str) -> None:
+    """``UserError`` if ``what`` (its longer side ``side``) would be over ``MAX_SIDE``."""
+    if side > MAX_SIDE:
+        raise UserError(f"{what} would be {round(side)} px on its longer side; the most is {MAX_SIDE} px")
+
 
 def noise_image(size: tuple[int, int], *, generator: torch.Generator | None = None,
                 scale: float = 0.5, like: Tensor | None = None) -> Tensor:

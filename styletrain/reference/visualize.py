@@ -16,7 +16,7 @@ from styletrain.errors import UserError
 from styletrain.reference import objectives
 from styletrain.reference.layers import check_layer, receptive_field
 from styletrain.reference.optimize import Result, optimize
-from styletrain.reference.param import noise_image
+from styletrain.reference.param import check_side, noise_image
 from styletrain.reference.transforms import blur_every as blur_regulariser
 from styletrain.reference.transforms import clip_small_norm, decay as decay_regulariser, jitter as jitter_transform
 from styletrain.vgg import LossNetwork
@@ -47,6 +47,7 @@ def visualize_channel(
     grey, a Gaussian blur every few steps, and resetting the weakest pixels to grey; plus jitter.
     """
     check_layer(network, layer, channel)
+    check_side(max(size), "the channel image")
     generator = torch.Generator().manual_seed(seed)
     start = noise_image(size, generator=generator, scale=0.05, like=network.mean)
     objective = objectives.activation(network, layer, channel, (0.5, 0.5) if centre_unit else None, power=1)

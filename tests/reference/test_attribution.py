@@ -163,6 +163,9 @@ def test_fast_net_region(tmp_path) -> None:
     assert attr.shape == (1, 1, 32, 32) and attr.sum() > 0
     cam = GradCAM(model, net.blocks[3]).attribute(image)
     assert cam.shape == (1, 1, 32, 32) and cam.min() >= 0
+    guided = GuidedBackprop(model).attribute(image)  # the fast net's ReLUs are modules it can hook
+    plain = torch.func.grad(lambda x: model(x)[0, 0])(image)
+    assert guided.shape == image.shape and not torch.allclose(guided, plain)
     assert no_hooks(net)
     with pytest.raises(UserError, match="lies outside the 32x32 image"):
         RegionScore(net, (8, 8, 40, 16), torch.tensor([[0.0, 1.0]]))(image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from PIL import Image
 
 from support import make_checkpoint
 from reference_support import CONTENT, STYLES, needs_images, needs_vgg, one_thread, weights_path  # noqa: F401
@@ -28,7 +29,8 @@ def trained(tmp_path):
 def test_rows_hold_both_losses_and_their_ratio(tmp_path, trained) -> None:
     ckpt = save_transformer(*trained, tmp_path / "net.ckpt")
     photo = CONTENT / "chicago.jpg"
-    start = evaluate(ckpt, [photo], styles=["udnie"], steps=0, size=32, weights=weights_path())
+    start = evaluate(ckpt, [photo], styles=["udnie", "udnie"], steps=0, size=32, weights=weights_path())
+    assert len(start) == 1  # a style named twice is scored once
     (row,) = evaluate(ckpt, [photo], styles=["udnie"], steps=4, size=32, weights=weights_path())
     assert (row.photo, row.style) == (str(photo), "udnie")
     assert set(row.fast) == set(row.gatys) == {"content", "style", "tv", "total"}
@@ -39,6 +41,15 @@ def test_rows_hold_both_losses_and_their_ratio(tmp_path, trained) -> None:
     assert "udnie" in format_table([row])
     sheet = grid([row, row])
     assert sheet.width >= 3 * 32 and sheet.height >= 2 * row.images["content"].shape[-2]
+
+
+def test_a_photo_too_thin_at_the_size_is_refused_before_any_work(tmp_path, trained, monkeypatch) -> None:
+    ckpt = save_transformer(*trained, tmp_path / "net.ckpt")
+    Image.new("RGB", (4000, 100)).save(tmp_path / "panorama.png")
+    monkeypatch.setattr("styletrain.reference.evaluate.PerceptualLoss", None)  # nothing may be built first
+    with pytest.raises(UserError, match=r"panorama.png: size 256 shrinks the 4000x100 image to 256x6, but both "
+                                        r"sides must be at least 16 px; use a size of at least 640$"):
+        evaluate(ckpt, [CONTENT / "chicago.jpg", tmp_path / "panorama.png"], size=256, weights=weights_path())
 
 
 def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:

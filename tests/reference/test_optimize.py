@@ -53,7 +53,7 @@ def test_bad_settings_are_user_errors() -> None:
 
 def test_non_finite_loss_stops_with_advice() -> None:
     image = torch.zeros(1, 3, 4, 4)
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+    with pytest.raises(UserError, match="lower the learning rate"):
         optimize(image, lambda im: {"x": im.sum() * float("nan")}, steps=2, method="adam")
 
 

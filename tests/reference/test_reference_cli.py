@@ -96,6 +96,10 @@ def test_evaluate_writes_table_json_and_grid(tmp_path, capsys) -> None:
     (["attribute", "--input", PHOTO, "--classifier", "resnet18"], "--classifier needs --classifier-weights"),
     (["attribute", "--input", PHOTO, "--unit", "2,0.5"], "unit needs two fractions FY,FX in [0, 1]"),
     (["evaluate", "--checkpoint", "missing.ckpt", "--content-dir", str(CONTENT)], "checkpoint not found"),
+    (["texture", "--style", MOSAIC, "--width", "100000"],
+     "the texture would be 100000 px on its longer side; the most is 4096 px"),
+    (["gatys", "--content", PHOTO, "--style", MOSAIC, "--style-scale", "200"],
+     "the style image (--style-scale or --style-size) would be 6400 px on its longer side"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message) -> None:
     if "--output" not in argv and argv[0] != "evaluate":
