@@ -45,6 +45,26 @@ def duration(text: str) -> str:
     return text.strip()
 
 
+def torch_device(text: str) -> str:
+    """argparse type for ``--device``: cpu, cuda or cuda:N, refused before any work when this machine
+    has no such device (torch is imported only for a GPU name)."""
+    if text == "cpu":
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}") from None
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if (device.index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"{text} is not available here (this torch sees {count} CUDA "
+                                         "device(s)); use --device cpu")
+    return text
+
+
 def add_loss_options(p: argparse.ArgumentParser) -> None:
     """The loss weights and layers, with ``LossConfig``'s defaults (read them with ``loss_settings``)."""
     defaults = LossConfig()

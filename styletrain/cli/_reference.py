@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from styletrain.cli._args import non_negative, positive  # noqa: F401  (re-exported for the commands)
+from styletrain.cli._args import non_negative, positive, torch_device  # noqa: F401  (re-exported for the commands)
 
 
 def add_common(p: argparse.ArgumentParser, *, output_help: str = "output image (.png/.jpg/.webp)") -> None:
@@ -14,6 +14,7 @@ def add_common(p: argparse.ArgumentParser, *, output_help: str = "output image (
                    "else torchvision's ImageNet weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for noise and jitter (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (default cpu)")
 
 
 def floats(text: str) -> list[float]:

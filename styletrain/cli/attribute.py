@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("choose one target: --classifier or --checkpoint (or neither for a VGG channel)")
     if args.classifier and not args.classifier_weights:
         raise UserError("--classifier needs --classifier-weights PATH (a torchvision state dict)")
-    image = load_image(args.input, args.size)
+    image = load_image(args.input, args.size).to(args.device)  # the target's model follows the image
     if args.classifier:
         target = targets.classifier_class(image, args.classifier, args.classifier_weights,
                                           target_class=args.target_class, cam_layer=args.cam_layer)

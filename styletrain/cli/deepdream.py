@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     check_layers([args.layer])
     image = load_image(args.input, args.size)
-    network = LossNetwork([args.layer], weights=args.vgg_weights)
+    network = LossNetwork([args.layer], weights=args.vgg_weights).to(args.device)
     result = deepdream(image, args.layer, channel=args.channel, octaves=args.octaves,
                        octave_scale=args.octave_scale, steps=args.steps, lr=args.lr, jitter=args.jitter,
                        network=network, seed=args.seed, progress=not args.no_progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from styletrain.cli._reference import non_negative, positive
+from styletrain.cli._reference import non_negative, positive, torch_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", metavar="IMG", help="write photo | fast | Gatys for each row")
     p.add_argument("--vgg-weights", metavar="PATH", help="VGG weights file (default: the checkpoint's if it "
                    "exists, else $STYLETRAIN_VGG_WEIGHTS, else torchvision's)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--variant", action="append", metavar="MODEL", default=[],
                    help="also score this export of the same net (e.g. NAME.int8.onnx, run as it is on the CPU), "

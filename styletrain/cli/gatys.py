@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     result = stylize(content, styles, style_weights=args.style_weights, config=config, steps=args.steps,
                      optimizer=args.optimizer, lr=args.lr, init=args.init, style_scale=args.style_scale,
                      style_size=args.style_size, preserve_color=args.preserve_color, scales=args.scales,
-                     weights=args.vgg_weights, seed=args.seed, progress=not args.no_progress)
+                     weights=args.vgg_weights, device=args.device, seed=args.seed, progress=not args.no_progress)
     scored = " (of the luminance optimised; the photo's colours were put back after)" if args.preserve_color else ""
     print(f"losses{scored}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()))
     save(result.image, args.output)

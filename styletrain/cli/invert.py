@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     layers = args.layer or ["relu2_2", "relu3_3", "relu4_3"]
     check_layers(layers)
     image = load_image(args.input, args.size)
-    network = LossNetwork(layers, weights=args.vgg_weights)
+    network = LossNetwork(layers, weights=args.vgg_weights).to(args.device)
     results = invert_layers(image, layers, network=network, steps=args.steps, optimizer=args.optimizer,
                             lr=args.lr, alpha=args.alpha, alpha_weight=args.alpha_weight, beta=args.beta,
                             tv_weight=args.tv_weight, seed=args.seed, progress=not args.no_progress)

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     size = (args.height or args.size, args.width or args.size)
     result = synthesize(styles, size, style_weights=args.style_weights, config=config, steps=args.steps,
                         optimizer=args.optimizer, lr=args.lr, style_size=args.style_size, scales=args.scales,
-                        weights=args.vgg_weights, seed=args.seed, progress=not args.no_progress)
+                        weights=args.vgg_weights, device=args.device, seed=args.seed,
+                        progress=not args.no_progress)
     print("losses: " + ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()))
     save(result.image, args.output)
     return 0

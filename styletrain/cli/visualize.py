@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         save(vis.filter_grid(LossNetwork(["conv1_1"], weights=args.vgg_weights)), args.output)
         return 0
     check_layers([args.layer])
-    network = LossNetwork([args.layer], weights=args.vgg_weights)
+    network = LossNetwork([args.layer], weights=args.vgg_weights).to(args.device)
     for channel in args.channel:
         check_layer(network, args.layer, channel)
     if args.photos:

@@ -66,7 +66,7 @@ def draw_box(image: Tensor, box: tuple[int, int, int, int], *, color: tuple[floa
     """A copy of ``image`` (1, 3, H, W) with the outline of box (left, top, right, bottom) drawn on it."""
     out = image.detach().clone()
     left, top, right, bottom = box
-    paint = torch.tensor(color, dtype=out.dtype).view(1, 3, 1, 1)
+    paint = torch.tensor(color, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
     out[..., top:top + width, left:right] = paint
     out[..., max(top, bottom - width):bottom, left:right] = paint
     out[..., top:bottom, left:left + width] = paint

@@ -67,6 +67,7 @@ def stylize(
     scales: int = 1,
     loss: PerceptualLoss | None = None,
     weights: WeightsSpec = None,
+    device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = False,
 ) -> Result:
@@ -75,17 +76,19 @@ def stylize(
     ``content`` is (1, 3, H, W) in [0, 1] at the output size; style images are any size and are
     resized so their longer side is ``style_size`` or ``style_scale`` times the output's longer side.
     ``steps`` iterations run at each of ``scales`` resolutions (coarse to fine, halving the side).
-    ``loss`` reuses a built ``PerceptualLoss`` (its VGG) instead of loading one; its cached style
-    targets are replaced by these styles'.
+    ``loss`` reuses a built ``PerceptualLoss`` (its VGG, on its device) instead of loading one on
+    ``device``; its cached style targets are replaced by these styles'.
     With ``preserve_color`` the luminance is what is optimised, against luminance-matched styles, and
     the photo's colours are put back afterwards: the losses returned are the luminance image's.
     """
     if not styles:
         raise UserError("give at least one style image")
     w = blend_weights(len(styles), style_weights)
-    loss = loss or perceptual_loss(config, weights=weights)
-    generator = torch.Generator().manual_seed(seed)
     final = tuple(content.shape[-2:])
+    for s in styles:  # their sizes at the finest scale, checked before VGG is loaded
+        _style_side(s, final, style_scale, style_size, max(final))
+    loss = loss or perceptual_loss(config, weights=weights).to(device)
+    generator = torch.Generator().manual_seed(seed)
     if preserve_color:
         styles = [color.match_luminance(s, content) for s in styles]
         target = color.luminance_image(content)
@@ -125,6 +128,7 @@ def synthesize(
     scales: int = 1,
     loss: PerceptualLoss | None = None,
     weights: WeightsSpec = None,
+    device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = False,
 ) -> Result:
@@ -140,7 +144,7 @@ def synthesize(
     check_side(max(size), "the texture")
     check_side(style_size or 0, "the style image (--style-size)")
     w = blend_weights(len(styles), style_weights)
-    loss = loss or perceptual_loss(config, weights=weights)
+    loss = loss or perceptual_loss(config, weights=weights).to(device)
     device = loss.vgg.mean.device
     generator = torch.Generator().manual_seed(seed)
 

@@ -149,7 +149,7 @@ def vgg_channel(image: Tensor, layer: str, *, channel: int | None = None, unit: 
         raise UserError(f"cam layer {cam} lies after the target layer {layer}; choose an earlier one")
     if unit is not None and (len(unit) != 2 or not all(0 <= v <= 1 for v in unit)):
         raise UserError(f"unit needs two fractions FY,FX in [0, 1]; got {list(unit)}")
-    network = LossNetwork([layer, cam], weights=weights)
+    network = LossNetwork([layer, cam], weights=weights).to(image.device)
     model = LayerScores(network, layer, tuple(unit) if unit is not None else None)
     description = f"{layer} channel {channel}"
     if channel is None:
@@ -164,6 +164,7 @@ def classifier_class(image: Tensor, name: str, weights: str | Path, *, target_cl
     """A class (index or ImageNet name; default: the top prediction for ``image``) of torchvision's
     classifier ``name``; Grad-CAM at module ``cam_layer`` (default: the last spatial layer)."""
     model, categories = load_classifier(name, weights)
+    model.to(image.device)
     if target_class is None:
         with torch.no_grad():
             index = int(model(image)[0].argmax())
@@ -187,7 +188,8 @@ def fast_net_region(image: Tensor, checkpoint: str | Path, *, style: str | None 
     from styletrain.styles import style_weights
 
     net, meta = load_transformer(checkpoint)
-    weights = torch.from_numpy(style_weights(meta.style_names, style=style)).unsqueeze(0)
+    net.to(image.device)
+    weights = torch.from_numpy(style_weights(meta.style_names, style=style)).unsqueeze(0).to(image.device)
     h, w = image.shape[-2:]
     box = list(region) if region is not None else [w // 4, h // 4, 3 * w // 4, 3 * h // 4]
     if len(box) != 4:

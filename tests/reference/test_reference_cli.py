@@ -109,3 +109,29 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message) -> Non
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"error: {message}" in err
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error for a machine without CUDA")
+@pytest.mark.parametrize("device, message", [("cuda", "cuda is not available here"),
+                                             ("tpu", "expected cpu, cuda or cuda:N; got 'tpu'")])
+def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, capsys, device, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gatys", "--content", PHOTO, "--style", MOSAIC, "--output", str(tmp_path / "out.png"),
+              "--device", device])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("argv", [
+    ["gatys", "--content", PHOTO, "--style", MOSAIC, "--size", "32", "--steps", "2", "--scales", "2"],
+    ["texture", "--style", MOSAIC, "--size", "32", "--steps", "2"],
+    ["deepdream", "--input", PHOTO, "--size", "32", "--steps", "1", "--layer", "relu2_2"],
+    ["invert", "--input", PHOTO, "--size", "32", "--steps", "2", "--layer", "relu2_2"],
+    ["visualize", "--layer", "relu2_2", "--channel", "1", "--size", "24", "--steps", "2"],
+    ["attribute", "--input", PHOTO, "--size", "32", "--method", "gradcam", "--layer", "relu3_3"],
+    ["attribute", "--input", PHOTO, "--size", "32", "--method", "occlusion", "--window", "8", "--stride", "8",
+     "--layer", "relu2_2"],
+])
+def test_commands_run_on_cuda(tmp_path, argv) -> None:
+    out = tmp_path / "out.png"
+    assert main([*argv, "--output", str(out), "--device", "cuda", *vgg()]) == 0 and out.is_file()
