@@ -23,10 +23,12 @@ __all__ = ["ContentLoss", "LossConfig", "LossInputs", "LossTerm", "LossTerms", "
 
 
 def gram_matrix(features: Tensor) -> Tensor:
-    """Gram matrices of (B, C, H, W) features, normalised by C*H*W, computed in float32."""
+    """Gram matrices of (B, C, H, W) features, normalised by C*H*W, computed in float32 even under
+    autocast (in bf16 the style loss near its target is mostly rounding: 10x the float32 value)."""
     b, c, h, w = features.shape
-    flat = features.float().reshape(b, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.float().reshape(b, c, h * w)
+        return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def total_variation(image: Tensor) -> Tensor:
@@ -111,7 +113,8 @@ class StyleLoss(LossTerm):
             got = None if style_weights is None else tuple(style_weights.shape)
             raise ValueError(f"style weights must be (B, {self.num_styles}); got {got}")
         w = style_weights.float()
-        return [torch.einsum("bn,ncd->bcd", w, getattr(self, f"gram_{i}")) for i in range(len(self.layers))]
+        with torch.autocast(w.device.type, enabled=False):  # float32 targets, as gram_matrix's
+            return [torch.einsum("bn,ncd->bcd", w, getattr(self, f"gram_{i}")) for i in range(len(self.layers))]
 
     def forward(self, inputs: LossInputs) -> Tensor:
         styled = inputs.style_weights.float().sum(1)  # (B,): 1 for a style or blend, 0 for none

@@ -126,6 +126,8 @@ class StyleTransferModule(L.LightningModule):
             image = open_image(path)
             styles.append(to_tensor(resize_side(image, hp.style_size) if hp.style_size else image))
         loss = PerceptualLoss(self.loss_config, styles, weights=hp.vgg_weights)
+        if hp.channels_last:  # as the net's output it takes; moving to a device keeps the layout
+            loss.to(memory_format=torch.channels_last)
         if hp.compile:
             loss.vgg.compile()
         return loss
@@ -136,8 +138,6 @@ class StyleTransferModule(L.LightningModule):
             self._set_loss(self.build_loss())
         if self._loss.vgg.mean.device != self.device:
             self._loss.to(self.device)
-            if self.hparams.channels_last:
-                self._loss.to(memory_format=torch.channels_last)
         return self._loss
 
     # -- steps ---------------------------------------------------------------------------------
@@ -173,7 +173,9 @@ class StyleTransferModule(L.LightningModule):
         return self._shared_step(batch, "train").total
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        # every photo under every trained style (consecutive rows: _style_choice's "val" picks), so the
+        # validation loss covers all styles of a multi-style net, the same ones at every step
+        self._shared_step(batch.repeat_interleave(len(self.trained), dim=0), "val")
 
     def forward(self, image: Tensor, style_weights: Tensor | None = None) -> Tensor:
         return self.net(image, style_weights)
@@ -212,6 +214,10 @@ class StyleTransferModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._run_start = time.monotonic()
+        if self.trainer.world_size > 1:
+            # seed_everything gave every rank the same seed: each would draw the same styles (and,
+            # without loader workers, the same crops) for its share of the batch
+            torch.manual_seed(torch.initial_seed() + 1000 * self.global_rank)
 
     def train_seconds(self) -> float:
         """Wall-clock training time so far, summed over resumed runs."""

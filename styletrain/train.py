@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
 from styletrain.checkpoint import load_transformer, read_checkpoint
-from styletrain.data import PhotoDataModule
+from styletrain.data import PhotoDataModule, PhotoDataset
 from styletrain.errors import UserError, names_text
 from styletrain.metadata import ModelMetadata
 from styletrain.module import StyleTransferModule
@@ -38,7 +38,10 @@ class SampleGrid(Callback):
     def on_validation_end(self, trainer: L.Trainer, module: StyleTransferModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        photos = torch.cat(list(trainer.val_dataloaders)).to(module.device)
+        # all the validation photos: under DDP rank 0's loader holds only its share of them
+        data = trainer.datamodule
+        val = PhotoDataset(data.val_files, data.hparams.image_size, train=False)
+        photos = torch.stack([val[i] for i in range(len(val))]).to(module.device)
         columns = [photos]
         net = module.net
         was_training = net.training

@@ -21,6 +21,22 @@ def test_gram_matches_naive_loop():
         assert gram[n, i, j].item() == pytest.approx(naive.item(), rel=1e-5, abs=1e-6)
 
 
+def test_style_loss_under_bf16_autocast_is_computed_in_float32():
+    """Training runs under bf16 autocast; near the target a bf16 Gram's rounding was 10x the loss itself."""
+    torch.manual_seed(0)
+    config = LossConfig(content_layer="relu1_2", style_layers=("relu1_2", "relu2_1"))
+    vgg = LossNetwork(["relu1_2", "relu2_1"], weights="random")
+    style = torch.rand(1, 3, 32, 32)
+    loss = PerceptualLoss(config, [style], loss_network=vgg)
+    output = (style + 0.01 * torch.randn_like(style)).clamp(0, 1)  # close to the target, where it matters
+    features = {k: v.bfloat16() for k, v in vgg(output).items()}  # what bf16 VGG activations hand over
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gram_matrix(features["relu2_1"]).dtype == torch.float32
+        mixed = loss.terms["style"](LossInputs(output, features, {}, torch.ones(1, 1)))
+    exact = loss.terms["style"](LossInputs(output, {k: v.float() for k, v in features.items()}, {}, torch.ones(1, 1)))
+    assert mixed.item() == pytest.approx(exact.item(), rel=1e-4)
+
+
 def test_total_variation_matches_naive_loop():
     torch.manual_seed(0)
     img = torch.rand(2, 3, 4, 5)

@@ -1,6 +1,7 @@
 """Training: a real short run on the shared VGG weights, resuming, and adding a style."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -303,6 +304,39 @@ def test_identity_row_trains_with_the_styles(tmp_path, photos):
     assert meta.style_names == ["img0", "img1", "identity"] and net.num_styles == 3
     norms = [m for m in net.modules() if hasattr(m, "scale")]
     assert any(not torch.equal(m.scale[2], torch.ones_like(m.scale[2])) for m in norms)  # its row was trained
+
+
+def test_validation_scores_every_photo_under_every_style(tmp_path, photos, monkeypatch):
+    styles = write_images(tmp_path / "styles", 3, seed=9)
+    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    seen = []
+    step = StyleTransferModule._shared_step
+
+    def watched(self, batch, stage):
+        if stage == "val":
+            seen.append((batch, self._style_choice(batch.shape[0], stage)[0].argmax(1).tolist()))
+        return step(self, batch, stage)
+
+    monkeypatch.setattr(StyleTransferModule, "_shared_step", watched)
+    fit(module, data, tmp_path / "run", quick(1))
+    (batch, picks), = seen
+    assert picks == [0, 1, 2, 0, 1, 2]  # two photos, each under all three styles
+    assert torch.equal(batch[0], batch[2]) and torch.equal(batch[3], batch[5]) and not torch.equal(batch[0], batch[3])
+
+
+def test_ddp_ranks_draw_their_own_styles_and_crops(tmp_path):
+    """Lightning's seed_everything gives every rank the same seed; each rank must then re-seed its own."""
+    styles = write_images(tmp_path / "styles", 3, seed=9)
+    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    draws = []
+    for rank in (0, 1):
+        torch.manual_seed(7)  # what seed_everything did on both
+        module._trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        module.on_train_start()
+        draws.append(module._style_choice(64, "train")[0])
+    module._trainer = None
+    assert not torch.equal(draws[0], draws[1])  # the two ranks' style picks differ
 
 
 def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import torch
+from PIL import Image
 from support import write_images
 
 from styletrain.checkpoint import read_checkpoint
@@ -37,4 +38,7 @@ def test_ddp_on_two_cpu_processes_trains_and_resumes(tmp_path):
     assert "resuming from" in second.stderr
     resumed = read_checkpoint(out / "last.ckpt")
     assert resumed["styletrain"]["global_step"] == 4
+    assert int(resumed["optimizer_states"][0]["state"][0]["step"]) == 4  # Adam went on; a fresh one would be at 2
+    with Image.open(out / "samples" / "step_000004.png") as grid:  # all 4 validation photos, not rank 0's 2
+        assert grid.height == 4 * (32 + 2) + 2
     assert any(not torch.equal(weights[k], v) for k, v in resumed["state_dict"].items())
