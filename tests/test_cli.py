@@ -246,3 +246,13 @@ def test_out_that_is_a_file_is_a_user_error(tmp_path, capsys):
     out = tmp_path / "taken"
     out.write_text("not a folder")
     assert "is a file; give a folder" in run_error(capsys, tiny_train_argv(tmp_path, out))
+
+
+def test_each_call_of_main_logs_once(tmp_path, capsys):
+    """A program (or test) that calls main() twice must not get every log line twice the second time."""
+    import logging
+
+    before = list(logging.getLogger("styletrain").handlers)
+    for _ in range(2):
+        main(["export", "--checkpoint", str(tmp_path / "missing.ckpt"), "--output", str(tmp_path / "m.onnx")])
+    assert logging.getLogger("styletrain").handlers == before

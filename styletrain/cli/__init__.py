@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"styletrain {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:  # one handler per call: main() called again in this process must not log everything twice
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":
