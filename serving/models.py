@@ -135,8 +135,9 @@ class ModelRegistry:
         (``UnknownModel`` / ``UnknownStyle`` for a model or style the server does not hold).
 
         With ``model`` empty, the candidates are the models holding every requested style (one
-        style, or every style in ``blend``); the rule is: most styles first (a multi-style model
-        serves blends and keeps one session hot), then the name, so the choice is deterministic.
+        style, or every style in ``blend``); the rule is: fewest styles first (a net trained for one
+        style renders it better than a multi-style net: checkpoints/README.md), then the name, so
+        the choice is deterministic. A blend can only go to a model holding all its styles.
         With no style at all, the only single-style model loaded is used, if there is exactly one.
         """
         blend = dict(blend or {})
@@ -162,7 +163,7 @@ class ModelRegistry:
                 candidates = [n for n, m in self.models.items() if len(m.style_names) == 1]
                 if len(candidates) != 1:
                     raise UserError(f"name a style or a blend; available: {self.styles_text()}")
-            name = min(candidates, key=lambda n: (-len(self.models[n].style_names), n))
+            name = min(candidates, key=lambda n: (len(self.models[n].style_names), n))
         stylizer = self.models[name]
         weights = style_weights(stylizer.style_names, style=style or None, blend=blend or None)
         return Selection(name, stylizer, weights)

@@ -22,11 +22,12 @@ def test_models_are_named_after_their_files(registry: ModelRegistry) -> None:
         "mosaic": ["mosaic"], "multi": ["candy", "mosaic", "udnie"]}
 
 
-def test_selection_prefers_the_model_with_most_styles(registry: ModelRegistry) -> None:
-    chosen = registry.select(style="mosaic")
+def test_selection_prefers_the_dedicated_single_style_net(registry: ModelRegistry) -> None:
+    assert registry.select(style="mosaic").name == "mosaic"  # trained for that style alone: it renders it better
+    chosen = registry.select(style="mosaic", model="multi")
     assert chosen.name == "multi"
     np.testing.assert_array_equal(chosen.weights, [0, 1, 0])
-    assert registry.select(style="mosaic", model="mosaic").name == "mosaic"
+    assert registry.select(style="candy").name == "multi"  # the only model holding it
     blend = registry.select(blend={"candy": 1, "udnie": 3})
     assert blend.name == "multi"
     np.testing.assert_allclose(blend.weights, [0.25, 0, 0.75])

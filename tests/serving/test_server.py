@@ -189,8 +189,9 @@ def test_strength_and_preserve_color(live: Live) -> None:
 
 def test_model_selection(live: Live) -> None:
     image = encode(32, 32)
-    assert live.client.stylize(image, style="mosaic").model == "multi"  # the multi-style model is preferred
-    assert live.client.stylize(image, style="mosaic", model="mosaic").model == "mosaic"
+    assert live.client.stylize(image, style="mosaic").model == "mosaic"  # the dedicated net is preferred
+    assert live.client.stylize(image, style="mosaic", model="multi").model == "multi"
+    assert live.client.stylize(image, style="candy").model == "multi"  # the only model holding candy
     assert live.client.stylize(image, model="mosaic").model == "mosaic"  # its only style
     assert live.client.stylize(image).model == "mosaic"  # no choice: the only single-style model
 
