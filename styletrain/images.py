@@ -151,15 +151,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def check_photos(paths: Iterable[str | Path], max_side: int | None, *, min_side: int = 1,
                  option: str = "max_side") -> None:
-    """Refuse, before any long work over them, a photo that is unreadable or too small once shrunk to
-    ``max_side``: found part-way, it would cost the results before it. Reads headers only."""
+    """Refuse, before any long work over them, a photo that is unreadable or under ``min_side``, as it
+    is or once shrunk to ``max_side``: found part-way, it would cost the results before it. Each file is
+    read, but only its header is decoded."""
     for path in paths:
         try:
-            shrunk_size(image_size(Path(path).read_bytes()), max_side, min_side=min_side, option=option)
+            width, height = shrunk_size(image_size(Path(path).read_bytes()), max_side, min_side=min_side,
+                                        option=option)
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
+        if min(width, height) < min_side:
+            raise UserError(f"{path} is {width}x{height}; both sides must be at least {min_side} px")
 
 
 def shrunk_size(size: tuple[int, int], max_side: int | None, *, min_side: int = 1,

@@ -50,6 +50,9 @@ def test_a_photo_too_thin_at_the_size_is_refused_before_any_work(tmp_path, train
     with pytest.raises(UserError, match=r"panorama.png: size 256 shrinks the 4000x100 image to 256x6, but both "
                                         r"sides must be at least 16 px; use a size of at least 640$"):
         evaluate(ckpt, [CONTENT / "chicago.jpg", tmp_path / "panorama.png"], size=256, weights=weights_path())
+    Image.new("RGB", (12, 40)).save(tmp_path / "small.png")  # too small already, no shrinking needed
+    with pytest.raises(UserError, match=r"small.png is 12x40; both sides must be at least 16 px"):
+        evaluate(ckpt, [CONTENT / "chicago.jpg", tmp_path / "small.png"], size=256, weights=weights_path())
 
 
 def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:
