@@ -82,6 +82,8 @@ class ServerConfig:
     stream_window: int | None = None
     """Frames of one stream in flight at once (decode, run, encode overlap; results stay in order).
     None: 4 when some model batches, else 1."""
+    variant: str = "auto"
+    """Which file of each model runs: fp32 ``NAME.onnx`` or ``NAME.int8.onnx`` (``styletrain.runtime.variants``)."""
     warm_sizes: list[tuple[int, int]] = field(default_factory=list)
     """(width, height) sizes whose CUDA graphs (torch on CUDA) are captured at start, for every
     power-of-two batch up to the model's batch size."""
@@ -98,19 +100,24 @@ class ServerConfig:
             return self.max_concurrent
         return UNBATCHED_SLOTS if largest_batch <= 1 else largest_batch + self.max_queue
 
-    def window(self, batching: bool) -> int:
-        """Frames of one stream in flight."""
-        if self.stream_window is not None:
-            return self.stream_window
-        return BATCHED_STREAM_WINDOW if batching else 1
+    def window(self, batching: bool, slots: int) -> int:
+        """Frames of one stream in flight: no more than the admission ``slots``, since each frame takes
+        one without waiting and a stream must not turn its own frames away as "busy"."""
+        if self.stream_window is None:
+            return min(BATCHED_STREAM_WINDOW if batching else 1, slots)
+        if self.stream_window > slots:
+            from styletrain.errors import UserError
+
+            raise UserError(f"--stream-window {self.stream_window} is more than the {slots} images the server "
+                            "holds at once, so a stream would refuse its own frames; lower it or raise "
+                            "--max-concurrent")
+        return self.stream_window
 
     def warm_shapes(self, device: str) -> list[tuple[int, int, int]]:
         """(batch, height, width) graph buckets to capture at start for a model on ``device``."""
         largest = self.batch_size_for(device)
         batches = sorted({*(2 ** i for i in range(largest.bit_length()) if 2 ** i <= largest), largest})
         return [(batch, height, width) for width, height in self.warm_sizes for batch in batches]
-    variant: str = "auto"
-    """Which file of each model runs: fp32 ``NAME.onnx`` or ``NAME.int8.onnx`` (``styletrain.runtime.variants``)."""
 
     def channel_options(self) -> list[tuple[str, Any]]:
         """Message limits; no SO_REUSEPORT, so a port already in use is an error, not a silent share."""
@@ -127,25 +134,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}, this machine "
                    "only; 0.0.0.0 or [::] for every interface, best with TLS and a token)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per model (default: one per core)")
+    p.add_argument("--threads", type=_bounded(int, 1),
+                   help="onnxruntime intra-op threads per model (default: one per core)")
     p.add_argument("--max-concurrent", type=_bounded(int, 1),
                    help="images held at once (decoded, queued, running or encoding); more get RESOURCE_EXHAUSTED "
                         f"(default {UNBATCHED_SLOTS} without batching, else max batch size + --max-queue)")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels,
+    p.add_argument("--max-pixels", type=_bounded(int, 1), default=d.max_pixels,
                    help=f"largest input image, width x height (default {d.max_pixels})")
     budget = d.memory_budget_bytes // 2**20 if d.memory_budget_bytes else 0
-    p.add_argument("--memory-budget", type=int, default=budget, metavar="MIB",
+    p.add_argument("--memory-budget", type=_bounded(int, 0), default=budget, metavar="MIB",
                    help="estimated memory (MiB) the requests running at once may use; a request that does not "
                         f"fit now gets RESOURCE_EXHAUSTED, one that never can INVALID_ARGUMENT (default {budget}; "
                         "0: no limit)")
-    p.add_argument("--max-message-mb", type=int, default=d.max_message_bytes // 2**20,
+    p.add_argument("--max-message-mb", type=_bounded(int, 1), default=d.max_message_bytes // 2**20,
                    help=f"largest gRPC message in MiB (default {d.max_message_bytes // 2**20})")
-    p.add_argument("--grace", type=float, default=d.grace,
+    p.add_argument("--grace", type=_bounded(float, 0), default=d.grace,
                    help=f"seconds in-flight calls get to finish after SIGTERM (default {d.grace:g})")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when CUDA is available")
     p.add_argument("--metrics-port", type=port, metavar="N", help="serve Prometheus metrics at "
                    "http://HOST:N/metrics, HOST being --host (default: off; 0 picks a free port)")
-    p.add_argument("--drain-delay", type=float, default=d.drain_delay,
+    p.add_argument("--drain-delay", type=_bounded(float, 0), default=d.drain_delay,
                    help="seconds after SIGTERM that health reports NOT_SERVING while new calls get UNAVAILABLE, "
                    f"before stopping (default {d.drain_delay:g}; Ctrl-C skips it)")
     s = p.add_argument_group("security")
@@ -220,7 +228,6 @@ def _size(text: str) -> tuple[int, int]:
 def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
     """The address to bind and the ``ServerConfig`` that ``add_arguments``'s options describe."""
     from serving.security import read_token
-    from styletrain.errors import UserError
 
     config = ServerConfig(models_dir=args.models, threads=args.threads, max_concurrent=args.max_concurrent,
                           max_pixels=args.max_pixels, max_message_bytes=args.max_message_mb * 2**20,
@@ -230,8 +237,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, ServerConfig]:
                           max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
                           max_queue=args.max_queue, stream_window=args.stream_window, warm_sizes=args.warm_sizes,
                           stream_idle_timeout=args.stream_idle_timeout or None)
-    if args.drain_delay < 0:
-        raise UserError(f"--drain-delay must be 0 or more seconds; got {args.drain_delay:g}")
     config.drain_delay, config.reflection = args.drain_delay, args.reflection
     config.tls_cert, config.tls_key, config.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
     config.token = read_token(args.token_file)

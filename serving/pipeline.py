@@ -36,6 +36,8 @@ MAX_BLEND_ENTRIES = 64
 MAX_MESSAGE_CHARS = 500
 """Longest error message sent to a client. gRPC sends it percent-encoded in a trailer, and clients
 refuse trailers above 8 KiB (with RESOURCE_EXHAUSTED, which this server means as "busy, retry")."""
+REPLY_OVERHEAD_BYTES = 4096
+"""Room a reply needs besides its image: the other fields, a stream frame's wrapper."""
 
 
 class Failure(Exception):
@@ -179,9 +181,16 @@ def _finished(selection: Selection, result: np.ndarray, pixels: np.ndarray) -> I
                                          preserve=selection.preserve_color))
 
 
-def encode(image: Image.Image, output: Output) -> bytes:
-    """The result as bytes in the requested format and quality."""
-    return encode_image(image, output.format, output.quality)
+def encode(image: Image.Image, output: Output, *, max_bytes: int) -> bytes:
+    """The result as bytes in the requested format and quality; INVALID_ARGUMENT if the reply would
+    exceed ``max_bytes`` (the message limit), which gRPC would report as a retryable RESOURCE_EXHAUSTED."""
+    encoded = encode_image(image, output.format, output.quality)
+    if len(encoded) + REPLY_OVERHEAD_BYTES > max_bytes:
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the stylized image is {len(encoded) / 2**20:.1f} MiB as {output.format}, more than this "
+                      f"server's message limit of {max_bytes / 2**20:.1f} MiB; ask for JPEG or WebP, a lower "
+                      "quality or a smaller max_side", reason="reply size")
+    return encoded
 
 
 def deadline_of(context: grpc.ServicerContext) -> float | None:

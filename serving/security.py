@@ -32,7 +32,8 @@ EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
 def read_token(token_file: str | Path | None = None, env: Mapping[str, str] = os.environ) -> str | None:
-    """The token from ``token_file`` (first line), else from ``$STYLETRAIN_TOKEN``, else None."""
+    """The token from ``token_file`` (its whole text, stripped: one token, nothing else), else from
+    ``$STYLETRAIN_TOKEN``, else None."""
     if token_file:
         path = Path(token_file)
         if not path.is_file():

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from google.rpc import status_pb2
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from serving import batching, memory, pipeline, reflection, security
 from serving.config import ServerConfig, add_arguments, config_from_args
@@ -71,7 +72,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                          for name, m in registry.models.items() if config.batch_size_for(m.device) > 1}
         largest_batch = max((b.max_batch for b in self.batchers.values()), default=1)
         self.max_concurrent = config.slots(largest_batch)
-        self.stream_window = config.window(bool(self.batchers))
+        self.stream_window = config.window(bool(self.batchers), self.max_concurrent)
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self.metrics = metrics or ServerMetrics(registry.models)
         self._streams = threading.BoundedSemaphore(config.max_streams)
@@ -127,8 +128,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                     self.metrics.failed("StylizeStream", frame.request, failure)
                     if not context.is_active():
                         return None
-                    error = status_pb2.Status(code=failure.code.value[0], message=failure.message)
-                    return pb.StylizeStreamResponse(frame_id=frame.frame_id, error=error)
+                    return pb.StylizeStreamResponse(frame_id=frame.frame_id, error=_frame_status(failure))
 
             if self._frames is None:
                 replies = map(one, request_iterator)
@@ -176,7 +176,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             else:
                 result, inference_ms, queue_ms, batch_size = pipeline.run_batched(
                     batcher, selection, pixels, options, deadline=pipeline.deadline_of(context))
-            encoded = pipeline.encode(result, output)
+            encoded = pipeline.encode(result, output, max_bytes=self.config.max_message_bytes)
         total_ms = (time.perf_counter() - start) * 1000
         log.debug("stylized %dx%d with %s in %.1f ms", result.width, result.height, selection.name, total_ms)
         return pb.StylizeResponse(image=encoded, width=result.width, height=result.height,
@@ -195,6 +195,17 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             yield
         finally:
             self._slots.release()
+
+
+def _frame_status(failure: Failure) -> status_pb2.Status:
+    """A failed frame's status; the retry hint that a unary call sends as a trailer goes in a
+    ``google.rpc.RetryInfo`` detail (a stream's trailers come only when the whole call ends)."""
+    status = status_pb2.Status(code=failure.code.value[0], message=failure.message)
+    if failure.retry_after_ms is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(failure.retry_after_ms)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
 
 
 def _cancelled_when_done(context: grpc.ServicerContext) -> RunOptions:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from styletrain.errors import UserError
-from styletrain.files import write_atomically
+from styletrain.files import check_writable, write_atomically
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.onnx_backend import CPU, IMAGE, METADATA_KEY, OUTPUT, WEIGHTS, OnnxStylizer
 from styletrain.runtime.onnx_weights import pack_float16
@@ -33,6 +33,9 @@ from styletrain.runtime.parity import FLOAT32_TOLERANCE
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 18
+"""Lowest opset the exporter writes: torch's dynamo exporter builds opset-18 graphs and converts them to
+newer opsets up to onnx's newest (``max_opset``); asked for one outside that range, it silently keeps 18."""
 DEFAULT_TOLERANCE = FLOAT32_TOLERANCE
 """Largest allowed |onnxruntime - torch| on the [0, 1] output in the post-export parity check."""
 PARITY_SIZES = ((1, 37, 53), (2, 16, 29), (1, 64, 48))
@@ -61,6 +64,7 @@ def export_onnx(
     output = Path(output)
     if output.suffix.lower() != ".onnx":
         raise UserError(f"export output must end in .onnx; got {output}")
+    check_writable(output)
     net, metadata = load_transformer(checkpoint)
     return export_net(net, metadata, output, opset=opset, check=check, tolerance=tolerance)
 
@@ -79,6 +83,7 @@ def export_net(
     import torch
 
     output = Path(output)
+    check_opset(opset)
     if metadata.num_styles != net.num_styles:
         raise ValueError(f"{metadata.num_styles} style names for a net with {net.num_styles} styles")
     metadata = dataclasses.replace(metadata, net=net.config())
@@ -100,7 +105,10 @@ def export_net(
                                     opset_version=opset, dynamo=True, dynamic_shapes=dynamic,
                                     external_data=False, optimize=True, verbose=False)
     model = program.model_proto
-    export_info: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo",
+    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if written != opset:  # not seen within check_opset's range; recorded as written all the same
+        log.warning("asked for opset %d, the exporter wrote opset %d", opset, written)
+    export_info: dict[str, Any] = {"opset": written, "exporter": "torch.onnx dynamo",
                                    "torch": torch.__version__, "onnx": onnx.__version__}
     packed = pack_float16(model)  # lossless: only weights that are float16 values (float16 slim checkpoints)
     if packed:
@@ -127,7 +135,24 @@ def write_model(model: onnx.ModelProto, output: Path) -> None:
     """Write ``output`` whole (``styletrain.files.write_atomically``): a server loading the folder
     never sees half a file."""
     data = model.SerializeToString()
-    write_atomically(output, lambda part: part.write_bytes(data))
+    try:
+        write_atomically(output, lambda part: part.write_bytes(data))
+    except OSError as exc:
+        raise UserError(f"could not write {output}: {exc.strerror or exc}; choose another path") from None
+
+
+def max_opset() -> int:
+    """Newest opset the exporter can convert to: the newest this onnx knows."""
+    return onnx.defs.onnx_opset_version()
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` if the exporter writes it (``MIN_OPSET`` to ``max_opset()``), else ``UserError``: asked
+    for another, it writes some other opset than the one asked for."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserError(f"opset must be between {MIN_OPSET} and {max_opset()} (what torch's exporter and this "
+                        f"onnx write); got {opset}")
+    return opset
 
 
 def check_parity(net: Any, model_path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,

@@ -12,14 +12,20 @@ from pathlib import Path
 from styletrain.errors import UserError
 
 
+MAX_PART_SUFFIX = 16
+"""Longest suffix a part file keeps (image suffixes are 4-5 characters), so its name stays short."""
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(part)`` on a temporary file beside ``path``, then rename it to ``path``.
 
-    Creates parent folders. The part file keeps ``path``'s suffix (Pillow picks the format by it) and
+    Creates parent folders. The part file is named "." + 8 random characters + ``path``'s suffix (Pillow
+    picks the format by it), short so that an output name near the 255-byte limit still works, and
     gets a normal file's mode (``mkstemp`` makes files private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    suffix = path.suffix if len(path.suffix) <= MAX_PART_SUFFIX else ""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=suffix)
     os.close(fd)
     part = Path(name)
     try:

@@ -151,9 +151,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def check_photos(paths: Iterable[str | Path], max_side: int | None, *, min_side: int = 1,
                  option: str = "max_side") -> None:
-    """Refuse, before any long work over them, a photo that is unreadable or under ``min_side``, as it
-    is or once shrunk to ``max_side``: found part-way, it would cost the results before it. Each file is
-    read, but only its header is decoded."""
+    """Refuse, before any long work over them, a photo that is unreadable, corrupt or under ``min_side``,
+    as it is or once shrunk to ``max_side``: found part-way, it would cost the results before it. Each
+    file's header is checked, then the file is decoded whole (a truncated JPEG passes the header check),
+    at a reduced scale where ``max_side`` allows."""
     for path in paths:
         try:
             width, height = shrunk_size(image_size(Path(path).read_bytes()), max_side, min_side=min_side,
@@ -164,6 +165,7 @@ def check_photos(paths: Iterable[str | Path], max_side: int | None, *, min_side:
             raise UserError(f"{path}: {exc}") from None
         if min(width, height) < min_side:
             raise UserError(f"{path} is {width}x{height}; both sides must be at least {min_side} px")
+        open_image(path, reduce_to=max_side)  # its errors name the file
 
 
 def shrunk_size(size: tuple[int, int], max_side: int | None, *, min_side: int = 1,
@@ -289,12 +291,28 @@ def check_output_path(path: str | Path) -> Path:
     return check_writable(path)
 
 
+MAX_OUTPUT_SIDE = {".jpg": 65_500, ".jpeg": 65_500, ".webp": 16_383}
+"""Longest side each output format can store (libjpeg's and libwebp's limits); PNG has none that matters."""
+
+
+def check_output_size(path: str | Path, size: tuple[int, int]) -> None:
+    """Fail before any work is done if an image of ``size`` (width, height) is too large for the format
+    of ``path``: the encoder would fail only once the work is done."""
+    limit = MAX_OUTPUT_SIDE.get(Path(path).suffix.lower())
+    if limit is not None and max(size) > limit:
+        raise UserError(f"cannot write {path}: the image would be {size[0]}x{size[1]}, but "
+                        f"{Path(path).suffix.lower()} files hold at most {limit} px a side; choose a .png "
+                        "output or a smaller image")
+
+
 def save_image(image: Tensor | Image.Image, path: str | Path, *, quality: int = 95) -> Path:
     """Write a tensor or PIL image; the format follows the file extension. Creates parent folders,
     and replaces an existing file only once the new one is complete."""
     path = check_output_path(path)
     pil = image if isinstance(image, Image.Image) else to_pil(image)
+    check_output_size(path, pil.size)  # before the encoder, which fails late (libjpeg also prints to stderr)
     try:
         return write_atomically(path, lambda part: pil.save(part, quality=quality))
-    except OSError as exc:
-        raise UserError(f"could not write {path}: {exc.strerror or exc}; choose another path") from None
+    except (OSError, ValueError) as exc:  # Pillow's encoders raise both
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"could not write {path}: {reason}; choose another path") from None

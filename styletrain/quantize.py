@@ -33,6 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from styletrain.errors import UserError
+from styletrain.files import check_writable
 from styletrain.images import open_image, resize_short_side
 from styletrain.export import set_metadata, write_model
 from styletrain.runtime.cpu_graph import rewrite_for_cpu
@@ -209,6 +210,7 @@ def quantize_model(
     if output.exists() and output.samefile(source):
         raise UserError(f"quantize output {output} is the source model {source}; give another --output "
                         f"(default: {variant_path(source, 'int8')})")
+    check_writable(output)
     if count < 1 or side < 16:
         raise UserError(f"calibration needs count >= 1 and side >= 16; got count {count}, side {side}")
     if layers not in LAYERS:

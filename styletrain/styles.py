@@ -33,6 +33,7 @@ def parse_blend(text: str) -> dict[str, float]:
     blend: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.rpartition("=")
+        name = name.strip()
         try:
             weight = float(value)
         except ValueError:
@@ -64,17 +65,21 @@ def style_weights(
         if unknown:
             raise UserError(f"unknown style(s) [{names_text(unknown)}] in blend; available: [{names_text(names, 20)}]")
         bad = {k: v for k, v in blend.items() if not math.isfinite(v) or v < 0}
-        total = sum(blend.values())
-        if bad or not total > 0:
+        largest = max(blend.values())
+        if bad or not largest > 0:
             raise UserError(
                 f"style weights must be finite, non-negative and sum to more than 0; got {weights_text(bad or blend)}"
             )
-        return np.array([blend.get(name, 0.0) / total for name in names], dtype=np.float32)
+        # scaled by the largest first: the sum of weights near the float maximum would be inf
+        scaled = {name: weight / largest for name, weight in blend.items()}
+        total = sum(scaled.values())
+        return np.array([scaled.get(name, 0.0) / total for name in names], dtype=np.float32)
     if style is None:
         if len(names) == 1:
             style = names[0]
         else:
-            raise UserError(f"this model holds {len(names)} styles; choose one with --style or --blend: {list(names)}")
+            raise UserError(f"this model holds {len(names)} styles; choose one, or a blend of them "
+                            f"(--style or --blend; a request's style or style_blend): {list(names)}")
     if style not in names:
         raise UserError(f"unknown style {quoted(style)}; available: [{names_text(names, 20)}]")
     weights = np.zeros(len(names), dtype=np.float32)

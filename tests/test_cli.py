@@ -199,13 +199,38 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
     assert not (tmp_path / "o.png").exists()
 
 
+def test_stylize_refuses_to_replace_its_input(tmp_path, single_ckpt, photo, capsys):
+    original = photo.read_bytes()
+    (tmp_path / "link.jpg").symlink_to(photo)
+    (tmp_path / "sub").mkdir()
+    for output in (photo, tmp_path / "link.jpg", tmp_path / "sub" / ".." / photo.name):
+        err = run_error(capsys, ["stylize", "--checkpoint", str(single_ckpt), "--input", str(photo),
+                                 "--output", str(output)])
+        assert "is the --input photo, which it would replace; choose another output path" in err
+    assert photo.read_bytes() == original
+
+
+def test_stylize_checks_the_photo_before_loading_the_model(tmp_path, capsys):
+    """A missing checkpoint fails only at the model load: these errors come before it."""
+    Image.new("RGB", (16500, 20)).save(tmp_path / "wide.png")
+    stylize = ["stylize", "--checkpoint", str(tmp_path / "missing.ckpt")]
+    err = run_error(capsys, [*stylize, "--input", str(tmp_path / "nope.jpg"), "--output", str(tmp_path / "o.png")])
+    assert "image not found" in err
+    err = run_error(capsys, [*stylize, "--input", str(tmp_path / "wide.png"), "--output", str(tmp_path / "o.webp")])
+    assert "the image would be 16500x20, but .webp files hold at most 16383 px a side" in err
+    err = run_error(capsys, [*stylize, "--input", str(tmp_path / "wide.png"), "--output", str(tmp_path / "o.webp"),
+                             "--max-side", "16000"])  # shrunk to 16000x19, which WebP holds: on to the model
+    assert "checkpoint not found" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.png"]
+
+
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("styletrain")  # the console script of this environment
     if not exe.is_file():
         pytest.skip(f"console script not installed next to {sys.executable}")
     proc = subprocess.run([exe, "stylize", "--checkpoint", str(tmp_path / "x.ckpt"), "--input", "a.jpg",
                            "--output", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "checkpoint not found" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "image not found: a.jpg" in proc.stderr
     help_run = subprocess.run([sys.executable, "-m", "styletrain", "--help"], capture_output=True, timeout=120)
     assert help_run.returncode == 0
 

@@ -13,7 +13,7 @@ from PIL import Image
 from styletrain.checkpoint import load_transformer
 from styletrain.cli import main
 from styletrain.errors import UserError
-from styletrain.export import DEFAULT_TOLERANCE, ExportError, check_parity, export_onnx
+from styletrain.export import DEFAULT_TOLERANCE, ExportError, check_parity, export_onnx, write_model
 from styletrain.runtime import load_stylizer
 from styletrain.runtime.onnx_backend import OnnxStylizer, load_model, read_metadata
 
@@ -116,3 +116,44 @@ def test_stylize_command_takes_an_onnx_model(onnx_models: dict[str, Path], tmp_p
                                                         np.array([0.7, 0.0, 0.3], dtype=np.float32))
     # uint8 rounding of two float paths that agree to ~1e-5: at most one level apart
     assert np.abs(np.asarray(out, dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_export(multi_ckpt: Path, tmp_path: Path,
+                                                                       capsys, monkeypatch) -> None:
+    monkeypatch.setattr("styletrain.checkpoint.load_transformer", lambda *a: pytest.fail("loaded before the check"))
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(UserError, match="cannot write .*d.onnx: it is a folder"):
+        export_onnx(multi_ckpt, tmp_path / "d.onnx")
+    capsys.readouterr()
+    code = main(["export", "--checkpoint", str(multi_ckpt), "--output", str(tmp_path / "d.onnx"), "--no-check"])
+    err = capsys.readouterr().err
+    assert code == 2 and "it is a folder" in err and "Traceback" not in err
+
+
+def test_a_failed_write_of_the_model_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=r"could not write .*file/m.onnx: .*; choose another path"):
+        write_model(onnx.ModelProto(), tmp_path / "file" / "m.onnx")
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--opset", "7", f"opset must be between 18 and {onnx.defs.onnx_opset_version()}"),
+    ("--opset", str(onnx.defs.onnx_opset_version() + 1), "opset must be between 18"),
+    ("--opset", "18.5", "expected a whole number, got '18.5'"),
+    ("--tolerance", "-1", "must be at least 0, got -1"),
+    ("--tolerance", "nan", "must be at least 0, got nan"),
+])
+def test_opsets_the_exporter_cannot_write_and_bad_tolerances_are_refused_when_parsed(
+        tmp_path: Path, capsys, option: str, value: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--checkpoint", str(tmp_path / "m.ckpt"), "--output", str(tmp_path / "m.onnx"),
+              option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_metadata_records_the_opset_actually_written(multi_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """Asked for opset 17, the exporter writes 18 (see MIN_OPSET): let it try, and read what was written."""
+    monkeypatch.setattr("styletrain.export.MIN_OPSET", 1)
+    model = load_model(export_onnx(multi_ckpt, tmp_path / "m.onnx", opset=17, check=False))
+    written = {o.domain: o.version for o in model.opset_import}[""]
+    assert read_metadata(model).export["opset"] == written == 18

@@ -36,3 +36,16 @@ def test_check_writable_refuses_folders_and_paths_under_files(tmp_path):
     with pytest.raises(UserError, match="not a folder this user can write to"):
         check_writable(tmp_path / "file" / "x.json")
     assert check_writable(tmp_path / "a" / "b" / "x.json") == tmp_path / "a" / "b" / "x.json"
+
+
+def test_the_part_file_name_is_short_so_a_255_character_name_can_be_written(tmp_path):
+    names = []
+
+    def write(part):
+        names.append(part.name)
+        part.write_bytes(b"new")
+
+    out = write_atomically(tmp_path / ("x" * 251 + ".png"), write)  # 255 characters: the usual NAME_MAX
+    assert out.read_bytes() == b"new" and list(tmp_path.iterdir()) == [out]
+    (part,) = names
+    assert part.startswith(".") and part.endswith(".png") and len(part) == len(".12345678.png")

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from styletrain.errors import UserError
-from styletrain.images import (array_to_image, check_output_path, encode_image, image_size, image_to_array, open_image,
-                               resize_max_side, save_image, to_pil, to_tensor)
+from styletrain.images import (array_to_image, check_output_path, check_output_size, check_photos, encode_image,
+                               image_size, image_to_array, open_image, resize_max_side, save_image, to_pil, to_tensor)
 
 
 def png_bytes(size=(20, 10), fmt="PNG") -> bytes:
@@ -173,6 +173,41 @@ def test_save_image_makes_folders_and_a_failed_save_keeps_the_old_file(tmp_path)
     with pytest.raises(UserError, match="could not write"):
         save_image(Image.new("RGBA", (8, 8)), out)  # JPEG has no alpha: Pillow fails part-way
     assert out.read_bytes() == old and [p.name for p in out.parent.iterdir()] == ["out.jpg"]
+
+
+@pytest.mark.parametrize(("name", "largest"), [("out.webp", 16383), ("out.WEBP", 16383), ("out.jpg", 65500),
+                                               ("out.jpeg", 65500)])
+def test_an_image_too_large_for_the_output_format_is_refused_before_any_work(name, largest):
+    check_output_size(name, (largest, 20))
+    with pytest.raises(UserError, match=rf"cannot write {name}: the image would be 20x{largest + 1}, but "
+                                        rf"\.(webp|jpe?g) files hold at most {largest} px a side; choose a \.png"):
+        check_output_size(name, (20, largest + 1))
+    check_output_size("out.png", (100_000, 20))  # PNG's limit is far beyond any image we decode
+
+
+def test_save_image_refuses_a_webp_too_wide_and_turns_encoder_errors_into_user_errors(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="at most 16383 px a side"):
+        save_image(Image.new("RGB", (16500, 20)), tmp_path / "wide.webp")
+    assert list(tmp_path.iterdir()) == []
+
+    def fails(self, *args, **kwargs):
+        raise ValueError("encoding error 5")
+
+    monkeypatch.setattr(Image.Image, "save", fails)
+    with pytest.raises(UserError, match=r"^could not write .*out.webp: encoding error 5; choose another path$"):
+        save_image(Image.new("RGB", (8, 8)), tmp_path / "out.webp")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_photos_decodes_each_photo_so_a_truncated_one_is_found_up_front(tmp_path):
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes((64, 48)))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(encode_image(random_image(64, 48), "JPEG")[:1200])  # the header is whole, the scan is not
+    assert image_size(cut.read_bytes()) == (64, 48)
+    check_photos([good], 32, min_side=16)
+    with pytest.raises(UserError, match=r"cut.jpg could not be decoded: image file is truncated"):
+        check_photos([good, cut], 32, min_side=16)
 
 
 def test_exif_orientation_is_applied(tmp_path):

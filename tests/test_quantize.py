@@ -164,3 +164,18 @@ def test_export_quantize_checks_the_calibration_dir_before_exporting(single_ckpt
                  "--quantize", "int8", "--calibration-dir", str(tmp_path / "missing")]) == 2
     assert "calibration folder not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_calibrating(onnx_models: dict[str, Path], photos: Path,
+                                                                       single_ckpt: Path, tmp_path: Path, monkeypatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("styletrain.quantize.calibration_feeds", lambda *a: pytest.fail("calibrated before the check"))
+    (tmp_path / "taken.onnx").mkdir()
+    with pytest.raises(UserError, match="cannot write .*taken.onnx: it is a folder"):
+        quantize_model(onnx_models["single"], tmp_path / "taken.onnx", calibration_dir=photos)
+    (tmp_path / "mosaic.int8.onnx").mkdir()  # where export --quantize int8 would write the variant
+    out = tmp_path / "mosaic.onnx"
+    assert main(["export", "--checkpoint", str(single_ckpt), "--output", str(out), "--no-check",
+                 "--quantize", "int8", "--calibration-dir", str(photos)]) == 2
+    assert "mosaic.int8.onnx: it is a folder" in capsys.readouterr().err
+    assert not out.exists()

@@ -19,6 +19,7 @@ def test_a_style_is_chosen_by_the_name_of_its_image_file():
 
 def test_parse_blend():
     assert parse_blend("candy=0.7, mosaic=0.3") == {"candy": 0.7, "mosaic": 0.3}
+    assert parse_blend("candy = 0.7") == {"candy": 0.7}
     for bad in ("candy", "candy=x", "=1", "", "a=1,a=2"):
         with pytest.raises(UserError):
             parse_blend(bad)
@@ -31,6 +32,11 @@ def test_one_style_is_one_hot():
 
 def test_blend_is_normalised():
     np.testing.assert_allclose(style_weights(NAMES, blend={"candy": 3, "udnie": 1}), [0.75, 0, 0.25])
+
+
+def test_huge_weights_still_normalise():
+    # their plain sum overflows to inf, which made every weight 0 and the output flat
+    np.testing.assert_allclose(style_weights(NAMES, blend={"candy": 1e308, "mosaic": 1e308}), [0.5, 0.5, 0])
 
 
 @pytest.mark.parametrize("blend", [{"candy": -1.0, "mosaic": 2.0}, {"candy": 0.0}, {"candy": math.inf},

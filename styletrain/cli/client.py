@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     choice = stylize.add_mutually_exclusive_group()
     choice.add_argument("--style", metavar="NAME", help="style to apply")
     choice.add_argument("--blend", metavar="NAME=W,...", help="mix of styles by weight, e.g. candy=0.7,mosaic=0.3")
-    stylize.add_argument("--model", metavar="NAME", help="model to use (default: the server picks one "
-                         "holding all requested styles, preferring multi-style models)")
+    stylize.add_argument("--model", metavar="NAME", help="model to use (default: the server picks the one "
+                         "holding all requested styles with the fewest styles, i.e. a style's dedicated net)")
     stylize.add_argument("--max-side", type=int, help="server shrinks the input so its longer side is at most this")
     stylize.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (server default 90)")
     stylize.add_argument("--strength", type=float, help="0 (the photo) to 1 (the full style, default)")

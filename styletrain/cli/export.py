@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from styletrain.cli._args import non_negative
 from styletrain.cli.quantize import add_quantize_options, check_calibration_dir, write_int8
 
 
@@ -12,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # Defaults live in styletrain.export (not imported here: it pulls in onnx, ~1 s).
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a styletrain checkpoint (.ckpt)")
     p.add_argument("--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    p.add_argument("--tolerance", type=float,
+    p.add_argument("--opset", type=opset, help="ONNX opset: 18 (the default) up to the newest this onnx knows")
+    p.add_argument("--tolerance", type=non_negative(),
                    help="largest allowed |onnxruntime - torch| on the [0, 1] output (default 5e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against torch")
     p.add_argument("--quantize", choices=["int8"],
@@ -22,16 +23,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quantize_options(p)
 
 
+def opset(text: str) -> int:
+    """argparse type for ``--opset``: one the exporter writes (``styletrain.export.check_opset``; onnx is
+    imported only when the option is given)."""
+    from styletrain.errors import UserError
+    from styletrain.export import check_opset
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    try:
+        return check_opset(value)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from styletrain.errors import UserError
     from styletrain.export import ExportError, export_onnx
+    from styletrain.files import check_writable
     from styletrain.runtime.onnx_backend import load_model, read_metadata
+    from styletrain.runtime.variants import variant_path
 
     if args.quantize and not args.calibration_dir:
         raise UserError("--quantize int8 needs --calibration-dir DIR "
                         "(photos to calibrate on, e.g. the training photos)")
     if args.quantize:
         check_calibration_dir(args)
+        check_writable(variant_path(Path(args.output), "int8"))
 
     options = {k: v for k, v in (("opset", args.opset), ("tolerance", args.tolerance)) if v is not None}
     try:

@@ -18,8 +18,13 @@ def run(args: argparse.Namespace) -> int:
 
     # The server logs under "serving": show it the way the CLI shows "styletrain" logs.
     ours, server_log = logging.getLogger("styletrain"), logging.getLogger("serving")
-    for handler in ours.handlers:
+    handlers = [handler for handler in ours.handlers if handler not in server_log.handlers]
+    for handler in handlers:
         server_log.addHandler(handler)
     server_log.setLevel(ours.level)
-    serve(*config_from_args(args))
+    try:
+        serve(*config_from_args(args))
+    finally:  # main() removes its handler from "styletrain" after the call: here too
+        for handler in handlers:
+            server_log.removeHandler(handler)
     return 0

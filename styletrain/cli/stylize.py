@@ -26,17 +26,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styletrain.images import check_output_path, open_image, resize_max_side, save_image
-    from styletrain.runtime import load_stylizer
+    from styletrain.errors import UserError
+    from styletrain.images import check_output_path, check_output_size, open_image, resize_max_side, save_image
+    from styletrain.runtime import MIN_SIDE, load_stylizer
     from styletrain.styles import parse_blend, style_weights
 
-    check_output_path(args.output)
+    output, photo = check_output_path(args.output), Path(args.input)
+    if output.exists() and photo.exists() and output.samefile(photo):
+        raise UserError(f"--output {output} is the --input photo, which it would replace; choose another "
+                        "output path")
+    # the photo before the model: a missing or corrupt one, or one too large for the output format,
+    # fails without the model load first (the output has the photo's size)
+    image = resize_max_side(open_image(photo, min_side=MIN_SIDE), args.max_side, min_side=MIN_SIDE)
+    check_output_size(output, image.size)
     stylizer = load_stylizer(args.checkpoint, variant=args.variant)
     weights = style_weights(stylizer.style_names, style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None)
-    image = resize_max_side(open_image(args.input, min_side=stylizer.min_side), args.max_side,
-                            min_side=stylizer.min_side)
-    save_image(stylizer(image, weights, strength=args.strength, preserve_color=args.preserve_color),
-               Path(args.output))
+    save_image(stylizer(image, weights, strength=args.strength, preserve_color=args.preserve_color), output)
     print(f"wrote {args.output}")
     return 0

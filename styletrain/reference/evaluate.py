@@ -26,7 +26,7 @@ from torch import Tensor
 
 from styletrain.checkpoint import load_transformer
 from styletrain.data import IMAGE_SUFFIXES
-from styletrain.errors import UserError
+from styletrain.errors import UserError, names_text
 from styletrain.images import check_photos, load_tensor, open_image, resize_side, to_pil, to_tensor
 from styletrain.losses import LossConfig, PerceptualLoss
 from styletrain.metadata import MIN_SIDE, ModelMetadata
@@ -116,6 +116,7 @@ def evaluate(
                         "there is no style to score it against")
     if not photos:
         raise UserError("give at least one photo")
+    check_variants(variants or {}, meta.style_names, net.config())
     check_photos(photos, size, min_side=MIN_SIDE, option="size")
     config = loss_config(meta)
     if weights is None and meta.vgg_weights and Path(meta.vgg_weights).is_file():
@@ -160,6 +161,19 @@ def evaluate(
             log.info("%s / %s: fast %.4g, gatys %.4g, ratio %.3f (%.1f s)", Path(photo).name, name,
                      fast_losses["total"], result.losses["total"], ratio, seconds)
     return rows
+
+
+def check_variants(variants: Mapping[str, Stylizer], style_names: Sequence[str], net: Mapping[str, Any]) -> None:
+    """Refuse a variant that is not a runtime of the checkpoint's net: its style names, and its net
+    config where its metadata has one, must be the checkpoint's (else it would be scored as this net)."""
+    for name, stylizer in variants.items():
+        theirs = stylizer.metadata
+        if list(theirs.style_names) != list(style_names):
+            raise UserError(f"variant {name} holds styles {names_text(theirs.style_names)}, but the checkpoint "
+                            f"holds {names_text(style_names)}; give an export of this checkpoint (styletrain export)")
+        if theirs.net and dict(theirs.net) != dict(net):
+            raise UserError(f"variant {name} is a net {theirs.net}, but the checkpoint's is {dict(net)}; "
+                            "give an export of this checkpoint (styletrain export)")
 
 
 @torch.no_grad()

@@ -55,6 +55,31 @@ def test_a_photo_too_thin_at_the_size_is_refused_before_any_work(tmp_path, train
         evaluate(ckpt, [CONTENT / "chicago.jpg", tmp_path / "small.png"], size=256, weights=weights_path())
 
 
+def test_a_photo_that_cannot_be_decoded_is_refused_before_any_scoring(tmp_path, trained, monkeypatch) -> None:
+    ckpt = save_transformer(*trained, tmp_path / "net.ckpt")
+    data = (CONTENT / "chicago.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])  # the header is whole: only a decode finds it
+    monkeypatch.setattr("styletrain.reference.evaluate.PerceptualLoss", None)  # nothing may be built first
+    monkeypatch.setattr("styletrain.reference.evaluate.optimize", None)
+    with pytest.raises(UserError, match=r"cut.jpg could not be decoded: image file is truncated"):
+        evaluate(ckpt, [CONTENT / "chicago.jpg", tmp_path / "cut.jpg"], size=32, weights=weights_path())
+
+
+def test_a_variant_of_another_net_is_refused(tmp_path, trained, monkeypatch) -> None:
+    from styletrain.runtime.torch_backend import TorchStylizer
+
+    ckpt = save_transformer(*trained, tmp_path / "net.ckpt")  # mosaic, udnie; width 4
+    other_styles = TorchStylizer.from_checkpoint(make_checkpoint(tmp_path / "s.ckpt", ["candy", "udnie"]))
+    other_net = TorchStylizer.from_checkpoint(make_checkpoint(tmp_path / "w.ckpt", ["mosaic", "udnie"], width=8))
+    monkeypatch.setattr("styletrain.reference.evaluate.PerceptualLoss", None)  # refused before any work
+    with pytest.raises(UserError, match=r"variant candy.onnx holds styles 'candy', 'udnie', but the checkpoint "
+                                        r"holds 'mosaic', 'udnie'; give an export of this checkpoint"):
+        evaluate(ckpt, [CONTENT / "amber.jpg"], variants={"candy.onnx": other_styles}, weights=weights_path())
+    with pytest.raises(UserError, match=r"variant wide.onnx is a net .*'width': 8.*, but the checkpoint's is "
+                                        r".*'width': 4"):
+        evaluate(ckpt, [CONTENT / "amber.jpg"], variants={"wide.onnx": other_net}, weights=weights_path())
+
+
 def test_scores_use_the_checkpoints_loss_weights(tmp_path, trained) -> None:
     net, meta = trained
     plain = save_transformer(net, meta, tmp_path / "plain.ckpt")

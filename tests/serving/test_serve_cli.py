@@ -123,3 +123,17 @@ def test_serve_options_reach_the_server_config(monkeypatch: pytest.MonkeyPatch) 
     assert address == f"{DEFAULT_HOST}:{DEFAULT_PORT}"
     assert (config.max_pixels, config.max_message_bytes, config.max_concurrent, config.grace, config.variant) == \
         (default.max_pixels, default.max_message_bytes, default.max_concurrent, default.grace, default.variant)
+
+
+def test_serve_leaves_no_log_handler_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a second main() in one process logged every server line twice (and, under pytest, to closed streams)
+    import logging
+
+    import serving.server
+
+    monkeypatch.setattr(serving.server, "serve", lambda address, config: None)
+    server_log = logging.getLogger("serving")
+    before = list(server_log.handlers)
+    for _ in range(2):
+        assert main(["serve", "--port", "0"]) == 0
+        assert server_log.handlers == before

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
@@ -28,7 +29,8 @@ from support import code_of
 from serving import reflection
 from serving.client import StyleClient, make_request
 from serving.pipeline import MAX_MESSAGE_CHARS, Failure
-from serving.server import SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, create_server
+from serving.server import (SERVICE_NAME, ServerConfig, StyleServer, StyleTransferServicer, _frame_status,
+                            create_server)
 from styletrain.errors import UserError
 from styletrain.images import open_image
 from styletrain.runtime import load_stylizer
@@ -409,6 +411,29 @@ def test_client_message_limit_applies_to_replies(live: Live) -> None:
             client.stylize(small, style="candy", output_format="png")
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "received message larger than max" in info.value.details().lower()
+
+
+def test_a_reply_over_the_servers_message_limit_is_the_clients_error(start_server: Callable[..., Live]) -> None:
+    # gRPC itself would fail the send with RESOURCE_EXHAUSTED, which this server means as "busy, retry",
+    # and on a stream it would end the whole call
+    live = start_server(max_message_bytes=100_000)
+    small = encode(240, 240, fmt="JPEG", quality=1)
+    with pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(small, style="candy", output_format="png")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than this server's message limit of 0.1 MiB; ask for JPEG" in info.value.details()
+    frames = [(1, make_request(small, style="candy", output_format="png")), (2, make_request(small, style="candy"))]
+    responses = list(live.client.stream(iter(frames)))
+    assert [r.WhichOneof("result") for r in responses] == ["error", "response"]
+    assert responses[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def test_a_stream_frame_told_to_retry_carries_the_delay() -> None:
+    status = _frame_status(Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", retry_after_ms=250))
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    assert info.retry_delay.ToMilliseconds() == 250
+    assert not _frame_status(Failure(grpc.StatusCode.NOT_FOUND, "no such style")).details
 
 
 def test_parallel_clients_succeed_or_are_told_to_back_off(start_server: Callable[..., Live]) -> None:

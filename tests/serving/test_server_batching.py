@@ -218,7 +218,12 @@ def test_batching_defaults_follow_the_device() -> None:
     config = ServerConfig()
     assert (config.batch_size_for("cpu"), config.batch_size_for("cuda")) == (1, 8)
     assert (config.slots(1), config.slots(8)) == (2, 8 + config.max_queue)
-    assert (config.window(False), config.window(True)) == (1, 4)
+    assert (config.window(False, 2), config.window(True, 40)) == (1, 4)
+    # each frame takes a slot without waiting: a stream never holds more frames than there are slots
+    assert config.window(True, 3) == 3
+    assert ServerConfig(stream_window=3).window(False, 3) == 3
+    with pytest.raises(UserError, match="--stream-window 4 is more than the 2 images"):
+        ServerConfig(stream_window=4).window(False, 2)
     assert ServerConfig(max_batch_size=4, max_concurrent=3).batch_size_for("cpu") == 4
     assert ServerConfig(max_concurrent=3).slots(8) == 3
     assert ServerConfig(warm_sizes=[(1280, 720)], max_batch_size=6).warm_shapes("cuda") == \
@@ -241,7 +246,9 @@ def test_serve_options() -> None:
     assert (config.backend, config.precision, config.device, config.max_batch_size) == ("torch", "float32", "cpu", 16)
     assert (config.max_queue_delay_ms, config.max_queue, config.stream_window) == (0.5, 64, 3)
     assert config.warm_sizes == [(1280, 720), (512, 512)]
-    for bad in (["--max-queue", "0"], ["--max-batch-size", "x"], ["--warm-sizes", "720"], ["--backend", "tf"]):
+    for bad in (["--max-queue", "0"], ["--max-batch-size", "x"], ["--warm-sizes", "720"], ["--backend", "tf"],
+                ["--memory-budget", "-5"], ["--max-pixels", "-1"], ["--max-message-mb", "0"], ["--threads", "0"],
+                ["--grace", "-1"], ["--drain-delay", "nan"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
 
