@@ -40,7 +40,7 @@ def make_request(image: bytes, *, style: str | None = None, blend: Mapping[str, 
 
 
 class StyleClient:
-    """A channel to one server. ``timeout`` (seconds) is the default deadline of every call.
+    """A channel to one server. ``timeout`` (seconds) is the default deadline of every single call.
 
     TLS when ``tls`` or ``tls_ca`` is given (``tls_ca``: the CA that signed the server's certificate;
     without it, the system's roots), with ``tls_cert``/``tls_key`` as the client certificate for
@@ -69,9 +69,12 @@ class StyleClient:
 
     def stream(self, frames: Iterable[tuple[int, pb.StylizeRequest]], *,
                timeout: float | None = None) -> Iterator[pb.StylizeStreamResponse]:
-        """Stylize (frame id, request) pairs; yields one ``StylizeStreamResponse`` per frame, in order."""
+        """Stylize (frame id, request) pairs; yields one ``StylizeStreamResponse`` per frame, in order.
+
+        ``timeout`` bounds the whole stream; None (the default) sets no deadline: the client's default
+        is for single calls, and a video can take longer than any of them."""
         requests = (pb.StylizeStreamRequest(frame_id=frame_id, request=request) for frame_id, request in frames)
-        return self.stub.StylizeStream(requests, timeout=timeout or self.timeout)
+        return self.stub.StylizeStream(requests, timeout=timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's health status name, e.g. ``"SERVING"``."""

@@ -209,6 +209,18 @@ def test_stream_of_20_frames_arrives_complete_and_in_order(live: Live) -> None:
         assert decode(response.response.image).shape == (h, w, 3)
 
 
+def test_a_stream_outlives_the_clients_single_call_timeout(start_server: Callable[..., Live]) -> None:
+    # the client's default deadline is for single calls: a video stream used to die with it
+    live = start_server()
+    frames = ((i, make_request(encode(32, 32, seed=i), style="candy")) for i in range(3))
+    with StyleClient(live.address, timeout=0.5) as client:
+        def slow_frames() -> Any:
+            for frame in frames:
+                time.sleep(0.3)
+                yield frame
+        assert [r.frame_id for r in client.stream(slow_frames())] == [0, 1, 2]
+
+
 def test_stream_reports_bad_frames_and_goes_on(live: Live) -> None:
     frames = [(1, make_request(encode(32, 32), style="candy")),
               (2, make_request(b"not an image", style="candy")),
