@@ -24,7 +24,9 @@ CUDA_MAX_BATCH = 8
 on 2 cores a batch only queues work one image at a time would finish as fast)."""
 UNBATCHED_SLOTS = 2
 BATCHED_STREAM_WINDOW = 4
-DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET_BYTES = 2560 * 2**20
+"""Two requests at ``max_pixels`` (16 Mpx) at once on the width-32 nets: about 1.1 GiB each in stages
+(68 bytes a pixel measured at 4000x4000, ``benchmarks/RESULTS.md``), with room to spare."""
 
 
 @dataclass
@@ -45,8 +47,7 @@ class ServerConfig:
     cancelled, so an idle or abandoned stream gives its place back (None or 0: never)."""
     max_pixels: int = 16_000_000
     memory_budget_bytes: int | None = DEFAULT_MEMORY_BUDGET_BYTES
-    """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit).
-    The default fits two requests at ``max_pixels`` with room to spare."""
+    """Estimated peak memory of the requests running at once (``serving.memory``; None: no limit)."""
     min_side: int = 16
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace: float = 10.0

@@ -184,8 +184,7 @@ def plan_stages(model: onnx.ModelProto, *, tile_bytes: int = 16 * 2**20, max_map
         advance()
     add(final, store=False)
     _drop_after(stages, list(stored))
-    widest = max((stage.channels for stage in stages if stage.store), default=0)
-    map_bytes = _peak_maps(stages) * widest * np.dtype(MAP_DTYPE).itemsize / coarse**2
+    map_bytes = _peak_map_channels(stages) * np.dtype(MAP_DTYPE).itemsize / coarse**2
     node_bytes = _node_bytes_per_pixel(graph.node, scales, channels)
     return StagePlan(tuple(stages), coarse, map_bytes, node_bytes)
 
@@ -199,13 +198,19 @@ def run_bytes(plan: StagePlan, staging: Staging | None, height: int, width: int)
     return int(pixels * WHOLE_RUN_FACTOR * plan.node_bytes_per_pixel)
 
 
-def _peak_maps(stages: Sequence[Stage]) -> int:
-    """The most stored maps alive at once while the stages run (a new one counts while it is written)."""
-    alive, peak = 0, 0
+def _peak_map_channels(stages: Sequence[Stage]) -> int:
+    """The most channels of stored maps alive at once while the stages run, as ``_run_stage`` keeps
+    them: a new map counts while it is written, one written over another takes its place."""
+    alive: dict[str, int] = {}
+    peak = 0
     for stage in stages:
-        new = stage.store and stage.into is None
-        peak = max(peak, alive + new)
-        alive += new - len(stage.drop)
+        if stage.store:
+            if stage.into:
+                del alive[stage.into]
+            alive[stage.output] = stage.channels
+        peak = max(peak, sum(alive.values()))
+        for name in stage.drop:
+            alive.pop(name, None)
     return peak
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from PIL import Image
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.memory import MIB, MemoryBudget, request_bytes
 from serving.pipeline import Failure
+from styletrain.runtime.onnx_backend import OnnxStylizer
 from styletrain.runtime.staged import Staging, run_stages
 
 Live = Any  # tests/serving/conftest.py's Live
@@ -36,6 +38,20 @@ def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     except grpc.RpcError as exc:
         return exc.code(), exc.details()
     return grpc.StatusCode.OK, ""
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["mosaic", "multistyle"])
+def test_the_default_budget_admits_two_requests_at_the_pixel_limit(name: str) -> None:
+    # what the config and README promise, on the shipped width-32 nets (it once refused one 10 Mpx photo)
+    path = SHIPPED / f"{name}.onnx"
+    if not path.is_file():
+        pytest.skip(f"needs the shipped model {path}")
+    config = ServerConfig()
+    side = int(config.max_pixels ** 0.5)
+    assert 2 * request_bytes(OnnxStylizer(path, threads=1), side, side, max_side=None) <= config.memory_budget_bytes
 
 
 def test_budget_holds_and_releases() -> None:
