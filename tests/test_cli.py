@@ -281,3 +281,14 @@ def test_each_call_of_main_logs_once(tmp_path, capsys):
     for _ in range(2):
         main(["export", "--checkpoint", str(tmp_path / "missing.ckpt"), "--output", str(tmp_path / "m.onnx")])
     assert logging.getLogger("styletrain").handlers == before
+
+
+def test_stylize_refuses_an_image_that_would_not_fit_in_memory(tmp_path, single_ckpt, photo, capsys, monkeypatch):
+    """A torch run has no staged mode: a large photo through a .ckpt would be killed part-way."""
+    import styletrain.runtime.base as base
+
+    monkeypatch.setattr(base, "available_memory", lambda: 1000)
+    err = run_error(capsys, ["stylize", "--checkpoint", str(single_ckpt), "--input", str(photo),
+                             "--output", str(tmp_path / "o.png")])
+    assert "MiB to stylize with this torch model, more than the 0 MiB free; use --max-side" in err
+    assert "the exported .onnx model (it runs large images in stages)" in err and not (tmp_path / "o.png").exists()

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from styletrain.errors import UserError
     from styletrain.images import check_output_path, check_output_size, open_image, resize_max_side, save_image
     from styletrain.runtime import MIN_SIDE, load_stylizer
+    from styletrain.runtime.base import check_fits
     from styletrain.styles import parse_blend, style_weights
 
     output, photo = check_output_path(args.output), Path(args.input)
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     stylizer = load_stylizer(args.checkpoint, variant=args.variant)
     weights = style_weights(stylizer.style_names, style=args.style,
                             blend=parse_blend(args.blend) if args.blend else None)
+    check_fits(stylizer, image.height, image.width)
     save_image(stylizer(image, weights, strength=args.strength, preserve_color=args.preserve_color), output)
     print(f"wrote {args.output}")
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from styletrain.errors import UserError
 from styletrain.images import array_to_pixels, pixels_to_array
 from styletrain.metadata import MIN_SIDE, ModelMetadata
 from styletrain.runtime.adjust import finish_pixels
@@ -129,6 +130,33 @@ class Stylizer(abc.ABC):
         """Run once so the first real request does not pay for kernel selection and allocation."""
         weights = np.full(len(self.style_names), 1.0 / len(self.style_names), dtype=np.float32)
         self.run(np.full((1, 3, side, side), 0.5, dtype=np.float32), weights)
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can give a process now without swapping (Linux ``MemAvailable``; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_fits(stylizer: Stylizer, height: int, width: int, *, available: int | None = None) -> None:
+    """Refuse, before it starts, a run that needs more memory than the machine has free (``available``;
+    None: ``available_memory()``): it would be killed part-way, or swap for minutes."""
+    available = available_memory() if available is None else available
+    needed = stylizer.memory_bytes(height, width)
+    if available is None or needed <= available:
+        return
+    side = int(max(height, width) * (0.9 * available / needed) ** 0.5)  # the cost grows with the pixels
+    staged = " the exported .onnx model (it runs large images in stages)," if stylizer.backend == "torch" else ""
+    raise UserError(f"a {width}x{height} image needs about {_size(needed)} to stylize with this "
+                    f"{stylizer.backend} model, more than the {_size(available)} free; use --max-side "
+                    f"{side} or less,{staged} or free some memory")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
 def batch_weights(style_weights: np.ndarray, batch: int, num_styles: int) -> np.ndarray:

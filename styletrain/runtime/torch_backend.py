@@ -51,6 +51,13 @@ DEFAULT_CUDA_PRECISION = "float16"
 MAX_GRAPH_PIXELS = 32_000_000
 """Pixels (batch x height x width) of the CUDA graphs one model keeps: about four batches of 8 frames
 at 1280x720. Each holds 24 bytes a pixel of pinned host memory and its own GPU memory pool."""
+HOST_COPY_BYTES_PER_PIXEL = 48
+"""What a run holds in host memory besides the net's maps: the float32 input and output copies and the
+uint8 result (39 measured with the net's work taken out: an identity net on the CPU). All that a CUDA
+run holds on the host; its maps are in GPU memory."""
+CPU_BYTES_PER_PIXEL_PER_WIDTH = 30
+"""A float32 run on the CPU also holds the net's full-resolution maps: about 30 bytes a pixel per
+channel of its width (measured at 1024 px, peak RSS over before: 975 B/px in all at width 32, 493 at 16)."""
 _SEEN_LIMIT = 4096  # shapes remembered for capture-on-second-sighting before the memory is cleared
 
 Forward = Callable[[Tensor, Tensor], Tensor]
@@ -202,6 +209,13 @@ class TorchStylizer(Stylizer):
             chunks = [self._run_graphed(images[i:i + self.max_graph_batch], weights[i:i + self.max_graph_batch])
                       for i in range(0, len(images), self.max_graph_batch)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def memory_bytes(self, height: int, width: int) -> int:
+        """Estimated peak host memory of ``run_pixels``: on CUDA only the copies in and out, on the CPU
+        the whole run, which grows with the net's width (there is no staged mode: large images cost
+        ~1 KB a pixel at width 32)."""
+        maps = 0 if self.device == "cuda" else CPU_BYTES_PER_PIXEL_PER_WIDTH * self.net.width
+        return height * width * (HOST_COPY_BYTES_PER_PIXEL + maps)
 
     def run_tensors(self, images: Tensor, weights: Tensor) -> Tensor:
         """``run`` for float32 (B, 3, H, W) and (B, N) tensors already on this stylizer's device, without

@@ -14,7 +14,7 @@ import torch
 from styletrain.errors import UserError
 from styletrain.runtime import RunCancelled, RunOptions, load_stylizer
 from styletrain.runtime.parity import REDUCED_TOLERANCE, check_parity
-from styletrain.runtime.torch_backend import TorchStylizer, batch_bucket
+from styletrain.runtime.torch_backend import HOST_COPY_BYTES_PER_PIXEL, TorchStylizer, batch_bucket
 
 RTOL, ATOL = 1e-3, 1e-5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (float16 + CUDA graph path)")
@@ -232,3 +232,52 @@ def test_cuda_compiled_graphs_match(onnx_models: dict[str, Path]) -> None:
     x = np.random.default_rng(5).random((2, 3, 32, 40), dtype=np.float32)
     expected = load_stylizer(onnx_models["multi"], providers=["CPUExecutionProvider"]).run(x, np.eye(3)[2])
     assert np.abs(gpu.run(x, np.eye(3)[2]) - expected).max() <= REDUCED_TOLERANCE
+
+
+PEAK_SCRIPT = """
+import json, sys
+import numpy as np
+import torch
+from styletrain.runtime.malloc import release_freed_memory
+from styletrain.runtime.torch_backend import TorchStylizer
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+torch.set_num_threads(1)
+stylizer = TorchStylizer.from_checkpoint(sys.argv[1])
+stylizer.run_pixels(np.zeros((64, 64, 3), np.uint8), np.ones(1, np.float32))
+pixels = np.random.default_rng(0).integers(0, 256, (768, 768, 3), dtype=np.uint8)
+release_freed_memory()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current RSS
+before = status("VmRSS")
+stylizer.run_pixels(pixels, np.ones(1, np.float32))
+print(json.dumps({"peak": status("VmHWM") - before, "estimate": stylizer.memory_bytes(768, 768)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure peak memory")
+def test_memory_estimate_bounds_a_cpu_run_closely(tmp_path: Path) -> None:
+    """Peak RSS over the RSS before a 768x768 run of a width-16 net (fresh process) is at most the
+    estimate that `stylize` checks against free memory, and not far below it (once 600 B/px for every
+    width: a width-32 net took 975)."""
+    import json
+    import subprocess
+    import sys
+
+    from support import make_checkpoint
+
+    path = make_checkpoint(tmp_path / "w16.ckpt", ["a"], width=16, num_residuals=5)
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True, text=True,
+                         check=True, timeout=300)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0.75 * result["estimate"] <= result["peak"] <= result["estimate"], result
+
+
+def test_a_cuda_run_is_charged_only_its_host_copies(onnx_models: dict[str, Path]) -> None:
+    stylizer = TorchStylizer.from_checkpoint(onnx_models["single_ckpt"])
+    on_cpu = stylizer.memory_bytes(100, 100)
+    stylizer.device = "cuda"  # as a CUDA stylizer reports itself; its maps live in GPU memory
+    assert stylizer.memory_bytes(100, 100) == 100 * 100 * HOST_COPY_BYTES_PER_PIXEL < on_cpu
