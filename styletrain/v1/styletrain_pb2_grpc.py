@@ -70,10 +70,13 @@ class StyleTransferServiceServicer:
         - INVALID_ARGUMENT: undecodable or unsupported image, too many pixels, a side below 16 px
         (also after max_side), bad output options, bad strength, negative/non-finite blend weights
         or weights summing to 0, too many blend entries, no style named for a multi-style model, a
-        style the named model does not hold;
+        style the named model does not hold, a result whose encoding exceeds the server's message
+        limit (ask for JPEG/WebP or a smaller max_side);
         - NOT_FOUND: an unknown model, or a style no loaded model holds;
         - RESOURCE_EXHAUSTED: the server is busy (all inference slots or its memory budget in use):
-        retry with backoff, after the `grpc-retry-pushback-ms` trailer if present;
+        retry with backoff, after the `grpc-retry-pushback-ms` trailer if present. gRPC itself also
+        uses it for a request over the message limit (details "received message larger than max"),
+        which no retry can help;
         - DEADLINE_EXCEEDED / CANCELLED: the call's deadline passed or it was cancelled; work stops;
         - UNAVAILABLE: the server is draining for shutdown ("server is shutting down"): retry elsewhere;
         - UNAUTHENTICATED: a token is required and the call's `authorization: Bearer` token is wrong;
@@ -85,8 +88,8 @@ class StyleTransferServiceServicer:
 
     def StylizeStream(self, request_iterator, context):
         """Stylize a stream of frames (video): one response per request, in request order, frame ids
-        echoed. A bad frame gets its own error (a google.rpc.Status with the codes of Stylize) and the
-        stream goes on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
+        echoed. A bad frame gets its own error (a google.rpc.Status with the codes of Stylize; a busy
+        server adds a google.rpc.RetryInfo detail where it can say when to retry) and the stream goes on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
         UNAUTHENTICATED, CANCELLED/DEADLINE_EXCEEDED, or UNAVAILABLE at the first frame after the
         server started shutting down.
         """

@@ -102,7 +102,7 @@ def test_scrape_counts_calls_images_rejections_and_timings(start_server: Callabl
 def test_a_windowed_stream_that_served_frames_is_no_rejection_when_it_ends(start_server: Callable[..., Any]) -> None:
     """With a stream window, frames run on pool threads; the call must still know it served images, or
     a served stream that shutdown ends with UNAVAILABLE counts as a refused call."""
-    live = start_server(metrics_port=0, stream_window=4)
+    live = start_server(metrics_port=0, stream_window=4, max_concurrent=4)
     frames: queue.Queue[tuple[int, pb.StylizeRequest] | None] = queue.Queue()
     responses = live.client.stream(iter(frames.get, None))
     for frame_id in (1, 2):
