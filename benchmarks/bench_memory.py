@@ -25,6 +25,7 @@ import argparse
 import io
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,11 +81,13 @@ def server(tree: Path, label: str, models: Path) -> Iterator[Server]:
                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
-        while "StyleTransfer on 127.0.0.1:" not in (text := Path(log.name).read_text()):
+        # the service is StyleTransferService since the proto's review; older revisions say StyleTransfer
+        while not (started := re.search(r"StyleTransfer(?:Service)? on 127\.0\.0\.1:(\d+)",
+                                        text := Path(log.name).read_text())):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{label} server did not start:\n{text}")
             time.sleep(0.2)
-        port = text.split("StyleTransfer on 127.0.0.1:")[1].split()[0]
+        port = started.group(1)
         yield Server(process, f"127.0.0.1:{port}", label)
     finally:
         process.terminate()
