@@ -189,7 +189,7 @@ def encode(image: Image.Image, output: Output, *, max_bytes: int) -> bytes:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT,
                       f"the stylized image is {len(encoded) / 2**20:.1f} MiB as {output.format}, more than this "
                       f"server's message limit of {max_bytes / 2**20:.1f} MiB; ask for JPEG or WebP, a lower "
-                      "quality or a smaller max_side", reason="reply size")
+                      "quality or a smaller max_side")
     return encoded
 
 

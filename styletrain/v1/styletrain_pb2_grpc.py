@@ -89,7 +89,8 @@ class StyleTransferServiceServicer:
     def StylizeStream(self, request_iterator, context):
         """Stylize a stream of frames (video): one response per request, in request order, frame ids
         echoed. A bad frame gets its own error (a google.rpc.Status with the codes of Stylize; a busy
-        server adds a google.rpc.RetryInfo detail where it can say when to retry) and the stream goes on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
+        server adds a google.rpc.RetryInfo detail where it can say when to retry) and the stream goes
+        on. The call itself ends with RESOURCE_EXHAUSTED when too many streams are open,
         UNAUTHENTICATED, CANCELLED/DEADLINE_EXCEEDED, or UNAVAILABLE at the first frame after the
         server started shutting down.
         """
