@@ -4,6 +4,7 @@ and many requests of random sizes; this code against an older revision, each a r
     python benchmarks/bench_memory.py                      # this tree only
     python benchmarks/bench_memory.py --old-rev 92c7415    # also the server as of that commit
     python benchmarks/bench_memory.py --breakdown 2000     # where a whole-image request's memory goes
+    python benchmarks/bench_memory.py --peaks 4000         # single steps against their estimates
 
 Servers run ``python -m serving.server --models checkpoints`` (every shipped model) on 127.0.0.1
 with the default settings; an old revision runs from ``git archive`` in a temporary folder. Memory
@@ -17,6 +18,10 @@ is the server process's RSS from /proc/PID/status; a peak is VmHWM after resetti
 
 ``--breakdown SIDE`` runs the steps of one request in this process on a flat SIDE x SIDE WebP, old
 and new, and prints each step's peak over the RSS before it, in MiB and bytes per pixel.
+``--peaks SIDE`` measures single steps in this process against the estimates that admission and
+``stylize`` use: decoding an RGB and a 16-bit grayscale PNG and a staged ``mosaic.onnx`` run at SIDE,
+and torch runs on the CPU at 1024 px (``mosaic.ckpt``, an untrained width-16 net, and an identity
+module that leaves only the host copies).
 """
 
 from __future__ import annotations
@@ -216,18 +221,88 @@ def breakdown(side: int, model: Path) -> None:
     print(f"\nnew estimate for this size (Stylizer.memory_bytes): {stylizer.memory_bytes(side, side) / MIB:.0f} MiB")
 
 
+PEAK_CASES = ("decode RGB PNG", "decode 16-bit grey PNG", "mosaic.onnx run_pixels (staged above 1 Mpx)",
+              "torch mosaic.ckpt (width 32)", "torch width 16, untrained", "torch identity (host copies only)")
+
+
+def peak_case(case: str, side: int, models: Path) -> tuple[int, str]:
+    """One step's peak over the RSS before it, in a fresh process (``peaks``), and its estimate in
+    bytes per pixel: what admission (decode, staged) or ``stylize`` (torch) charges it."""
+    import torch
+
+    from serving import pipeline
+    from styletrain.checkpoint import load_transformer
+    from styletrain.runtime.malloc import release_freed_memory
+    from styletrain.runtime.onnx_backend import OnnxStylizer
+    from styletrain.runtime.torch_backend import HOST_COPY_BYTES_PER_PIXEL, TorchStylizer
+    from styletrain.transformer import TransformerNet
+
+    rng = np.random.default_rng(0)
+    weights = np.ones(1, np.float32)
+    if case.startswith("decode"):
+        image = (Image.fromarray(rng.integers(0, 65536, (side, side), dtype=np.uint16)) if "16-bit" in case
+                 else Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        work: Callable[[], object] = lambda: pipeline.decode(data, max_pixels=64_000_000, min_side=16, max_side=None)  # noqa: E731
+        estimate = "24 (every codec)"
+    else:
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        if case.startswith("mosaic.onnx"):
+            stylizer = OnnxStylizer(models / "mosaic.onnx")
+        else:
+            class Identity(torch.nn.Module):
+                def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+                    return x.clone()
+
+            net, meta = load_transformer(models / "mosaic.ckpt")
+            module = {"torch mosaic.ckpt (width 32)": net, "torch width 16, untrained": TransformerNet(1, width=16),
+                      "torch identity (host copies only)": Identity()}[case]
+            stylizer = TorchStylizer(module, meta)  # type: ignore[arg-type]
+        stylizer.run_pixels(pixels[:64, :64], weights)
+        work = lambda: stylizer.run_pixels(pixels, weights)  # noqa: E731
+        estimate = (f"{HOST_COPY_BYTES_PER_PIXEL} on CUDA" if "identity" in case
+                    else f"{stylizer.memory_bytes(side, side) / side**2:.0f}")
+    me = os.getpid()
+    release_freed_memory()
+    before = status(me, "VmRSS")
+    reset_peak(me)
+    work()
+    return status(me, "VmHWM") - before, estimate
+
+
+def peaks(side: int, models: Path, torch_side: int = 1024) -> None:
+    """Each step of ``PEAK_CASES`` in its own fresh process (freed memory that one step leaves in the heap
+    would hide the next one's peak): decoding and a staged run at ``side``, torch on the CPU at ``torch_side``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    print("\n| step | size | peak MiB | bytes/pixel | estimate (bytes/pixel) |\n|---|---|---|---|---|", flush=True)
+    for case in PEAK_CASES:
+        size = torch_side if case.startswith("torch") else side
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            used, estimate = pool.submit(peak_case, case, size, models).result()
+        print(f"| {case} | {size} | {used / MIB:.0f} | {used / size**2:.1f} | {estimate} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", help="also measure the server as of this git revision")
     parser.add_argument("--cases", default="bomb,limit,random", help="comma-separated: bomb, limit, random")
     parser.add_argument("--models", type=Path, default=REPO / "checkpoints")
     parser.add_argument("--breakdown", type=int, metavar="SIDE", help="only the per-step breakdown at this side")
+    parser.add_argument("--peaks", type=int, metavar="SIDE", help="only single steps against their estimates: "
+                        "decoding and a staged run at SIDE, torch runs on the CPU at 1024")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     print(f"# {cpu}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
     if args.breakdown:
         breakdown(args.breakdown, args.models / "multistyle.onnx")
+        return
+    if args.peaks:
+        peaks(args.peaks, args.models)
         return
     cases = {"bomb": case_bomb, "limit": case_limit, "random": case_random}
     rows = ["| server | case | RSS before (MiB) | peak over it (MiB) / RSS (MiB) | time, result |",
