@@ -8,12 +8,12 @@ training only their new scale/shift rows, every convolution and old row frozen (
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import platform
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -29,6 +29,8 @@ from styletrain.losses import LossConfig, LossTerms, PerceptualLoss
 from styletrain.metadata import ModelMetadata
 from styletrain.styles import IDENTITY, style_name
 from styletrain.transformer import TransformerNet
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOSS = LossConfig()
 
@@ -193,8 +195,35 @@ class StyleTransferModule(L.LightningModule):
         total = self.trainer.max_steps if decay == "cosine" else 0
         if decay == "cosine" and total <= warmup:
             raise UserError(f"--lr-decay cosine needs --max-steps above --warmup-steps ({warmup}); got {total}")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total))
+        # the schedule follows the trainer's step, not the scheduler's own count, which restarts at 0
+        # when a resumed run adds a schedule the run began without
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: self._lr_factor())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_factor(self) -> float:
+        """This run's schedule (``lr_factor``) at the trainer's current step."""
+        step = self.trainer.global_step if self._trainer is not None else 0
+        total = self.trainer.max_steps if self.hparams.get("lr_decay", "none") == "cosine" else 0
+        return lr_factor(step, warmup=self.hparams.get("warmup_steps", 0), total=total)
+
+    def _apply_lr(self) -> None:
+        """Train at this run's ``lr``, also when resuming: Lightning restores the optimizer's and the
+        scheduler's rates from the checkpoint, which would keep the old rate while the checkpoint
+        records the new one."""
+        lr = self.hparams.lr
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        factor = self._lr_factor() if schedulers else 1.0
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                before = group.get("initial_lr", group["lr"])
+                if before != lr:
+                    log.info("training at lr %g from step %d (the run so far used %g)", lr, self.global_step, before)
+                group.pop("initial_lr", None)
+                if schedulers:
+                    group["initial_lr"] = lr
+                group["lr"] = lr * factor
+        for scheduler in schedulers:
+            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def metadata(self) -> ModelMetadata:
@@ -214,6 +243,7 @@ class StyleTransferModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._run_start = time.monotonic()
+        self._apply_lr()
         if self.trainer.world_size > 1:
             # seed_everything gave every rank the same seed: each would draw the same styles (and,
             # without loader workers, the same crops) for its share of the batch

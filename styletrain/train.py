@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
 
 from styletrain.checkpoint import load_transformer, read_checkpoint
 from styletrain.data import PhotoDataModule, PhotoDataset
 from styletrain.errors import UserError, names_text
+from styletrain.files import write_atomically
 from styletrain.metadata import ModelMetadata
 from styletrain.module import StyleTransferModule
 from styletrain.runtime.variants import cpu_facts
@@ -68,20 +73,54 @@ class AttemptTimer(Timer):
 
 
 class SaveOnInterrupt(Callback):
-    """Ctrl-C: write ``last.ckpt`` before Lightning exits, so that the next attempt resumes from the
-    step it was at rather than from the last ``--checkpoint-every`` save (one process only: under
-    DDP the save would wait on ranks that are gone)."""
+    """Ctrl-C or SIGTERM (``kill``, ``timeout``, a job scheduler's end of job): write ``last.ckpt``
+    before Lightning exits, so that the next attempt resumes from the step it was at rather than from
+    the last ``--checkpoint-every`` save (one process only: under DDP the save would wait on ranks
+    that are gone). Lightning stops at the end of the step on SIGTERM, at once on Ctrl-C."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.interrupted = False
+        self.signal: signal.Signals | None = None
 
     def on_exception(self, trainer: L.Trainer, module: StyleTransferModule, exception: BaseException) -> None:
-        self.interrupted = isinstance(exception, KeyboardInterrupt)
-        if self.interrupted and trainer.world_size == 1:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = signal.SIGINT
+        elif isinstance(exception, SIGTERMException):
+            self.signal = signal.SIGTERM
+        if self.signal is not None and trainer.world_size == 1:
             trainer.save_checkpoint(self.path, weights_only=False)
-            log.warning("interrupted at step %d: saved %s; run the same command to resume",
-                        trainer.global_step, self.path)
+            log.warning("%s at step %d: saved %s; run the same command to resume",
+                        "interrupted" if self.signal == signal.SIGINT else "terminated", trainer.global_step,
+                        self.path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their path and renamed into place. Lightning's
+    own save writes in the system's temporary folder and moves the file; when that folder is on
+    another file system the move is a copy, and a kill during it truncates the only ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomically(path, lambda part: part.write_bytes(buffer.getbuffer()))
+
+
+class RunProgressBar(TQDMProgressBar):
+    """One bar for the whole run: step N of ``max_steps``, counting the steps of earlier attempts, with
+    the time left. Lightning's own bar counts the batches of each pass over the photos ("Epoch 3: 120/224")."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: object) -> None:
+        bar = self.train_progress_bar
+        if bar.total != trainer.max_steps:  # this attempt's first epoch: start at the resumed step
+            bar.reset(total=trainer.max_steps)
+            bar.n = bar.last_print_n = bar.initial = trainer.global_step
+        bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: StyleTransferModule, *_: object) -> None:
+        bar, step = self.train_progress_bar, trainer.global_step
+        if self._should_update(step, bar.total):
+            bar.update(step - bar.n)
+            bar.set_postfix(self.get_metrics(trainer, module))
 
 
 @dataclass
@@ -121,7 +160,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     ``init_from``: a (slim) checkpoint of the same net whose weights start a run that has no
     ``last.ckpt`` to resume (e.g. on a fresh machine); the optimizer and step count start afresh.
     Returns the path of ``out/last.ckpt``, written at the end of every run, also one stopped by
-    ``max_time`` or Ctrl-C (Lightning then exits with status 1).
+    ``max_time``; Ctrl-C saves it and raises ``KeyboardInterrupt``, SIGTERM saves it and exits with
+    status 143 (128 + SIGTERM, as the shell reports a process it ended).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -129,6 +169,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.ckpt"
     ckpt_path = last if resume and last.is_file() else None
+    if init_from is not None and not Path(init_from).is_file():
+        raise UserError(f"--init-from {init_from}: no such file; give a styletrain checkpoint (.ckpt)")
     resumed_step = 0
     if ckpt_path:
         # a safe load first: refuse anything but a styletrain checkpoint
@@ -136,6 +178,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         _check_same_run(module, ModelMetadata.from_dict(stored["styletrain"]), ckpt_path)
         resumed_step = int(stored.get("global_step", 0))
         log.info("resuming from %s (step %d)", ckpt_path, resumed_step)
+        if init_from is not None:
+            log.info("--init-from %s is not used: it only starts a run that has no last.ckpt", init_from)
     elif init_from is not None:
         _load_weights(module, init_from)
         if not module.hparams.get("warmup_steps"):
@@ -158,17 +202,21 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         gradient_clip_val=options.gradient_clip_val,
         logger=loggers(out),
         callbacks=[
-            ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0,
+            # no version counter: Lightning would otherwise save to last-v1.ckpt whenever a last.ckpt it
+            # did not write itself is there (after --no-resume, a moved folder, an early Ctrl-C)
+            ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0, enable_version_counter=False,
                             every_n_train_steps=options.checkpoint_every),
             SampleGrid(out / "samples"),
             interrupt,
             *([AttemptTimer(options.max_time, interval="step")] if options.max_time else []),
+            *([RunProgressBar()] if options.progress else []),
         ],
         val_check_interval=options.val_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         enable_progress_bar=options.progress,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=min(50, options.val_every),
     )
     with warnings.catch_warnings():
@@ -178,8 +226,10 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         try:
             trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         except SystemExit:
-            if interrupt.interrupted:  # Lightning turns Ctrl-C into exit(1): hand it on as what it was
+            if interrupt.signal == signal.SIGINT:  # Lightning turns Ctrl-C into exit(1): hand it on as what it was
                 raise KeyboardInterrupt from None
+            if interrupt.signal == signal.SIGTERM:  # Lightning's SIGTERMException would exit with status 0
+                raise SystemExit(128 + signal.SIGTERM) from None
             raise
     trainer.save_checkpoint(last, weights_only=False)  # optimizer and loop state too, to resume
     return last

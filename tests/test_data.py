@@ -3,6 +3,7 @@
 import pytest
 from PIL import Image
 
+from styletrain import data
 from styletrain.data import PhotoDataModule, PhotoDataset, list_images
 from styletrain.errors import UserError
 
@@ -25,6 +26,18 @@ def test_crops_split_and_skips_unreadable_photos(tmp_path):
     assert batch.shape == (2, 3, 32, 32)
     broken = PhotoDataset([tmp_path / "broken.jpg", tmp_path / "p0.jpg"], 32)
     assert broken[0].shape == (3, 32, 32)
+
+
+def test_a_large_photo_is_decoded_at_a_reduced_scale_for_its_crop(tmp_path, monkeypatch):
+    """A folder of phone photos must not decode and resize every 12 Mpx photo in full each step."""
+    Image.new("RGB", (2000, 1500), (200, 40, 10)).save(tmp_path / "big.jpg")
+    decoded = []
+    resize = data.resize_short_side
+    monkeypatch.setattr(data, "resize_short_side", lambda image, side: decoded.append(image.size) or
+                        resize(image, side))
+    crop = PhotoDataset([tmp_path / "big.jpg"], 64)[0]
+    assert crop.shape == (3, 64, 64) and abs(float(crop[0].mean()) - 200 / 255) < 0.02
+    assert decoded == [(250, 188)]  # decoded at 1/8 scale: the short side still covers the 64 px crop
 
 
 def test_too_few_photos_for_validation(tmp_path):

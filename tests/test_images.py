@@ -248,3 +248,8 @@ def test_a_jpeg_to_be_shrunk_is_decoded_at_a_reduced_scale_with_the_same_look():
     a, b = (np.asarray(resize_max_side(image, 100), dtype=float) for image in (reduced, full))
     assert a.shape == b.shape == (75, 100, 3) and np.abs(a - b).mean() < 2.0
     assert open_image(png_bytes((640, 480)), reduce_to=100).size == (640, 480)  # PNG has no reduced decode
+    panorama = io.BytesIO()
+    Image.fromarray(smooth).resize((1600, 400), Image.Resampling.BICUBIC).save(panorama, "JPEG", quality=90)
+    assert open_image(panorama.getvalue(), reduce_short_to=100).size == (400, 100)  # the short side kept at 100
+    assert open_image(panorama.getvalue(), reduce_to=400, reduce_short_to=100).size == (400, 100)
+    assert open_image(panorama.getvalue(), reduce_to=800, reduce_short_to=100).size == (800, 200)  # both met

@@ -1,5 +1,9 @@
 """Training: a real short run on the shared VGG weights, resuming, and adding a style."""
 
+import dataclasses
+import os
+import shutil
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -142,6 +146,44 @@ def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_
                         lambda self, *a: steps.append(self.global_step) or original(self, *a))
     last = fit(make(), data(), tmp_path / "run", quick(4))
     assert steps == [2, 3] and read_checkpoint(last)["styletrain"]["global_step"] == 4
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.ckpt")) == ["last.ckpt"]  # never last-v1.ckpt
+
+
+def test_sigterm_saves_the_step_it_was_at_and_exits_143(tmp_path, photos, monkeypatch):
+    """kill, timeout and job schedulers end a run with SIGTERM: the steps since the last save are kept."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    original = StyleTransferModule.training_step
+
+    def terminated(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(StyleTransferModule, "training_step", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        fit(make(), data(), tmp_path / "run", quick(10))
+    assert stopped.value.code == 143  # as the shell reports a process SIGTERM ended (Lightning's own exit is 0)
+    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 3  # that step finished
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning's handler is gone again
+
+
+def test_checkpoints_are_renamed_into_place_not_moved_from_the_temporary_folder(tmp_path, photos, monkeypatch):
+    """Lightning writes in the system's temporary folder and moves the file: across file systems that is
+    a copy, and a kill during it truncates last.ckpt. A move that fails shows which way the file went."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    module = StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
+    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+
+    def no_move(*args, **kwargs):
+        raise OSError("shutil.move used to save a checkpoint")
+
+    monkeypatch.setattr(shutil, "move", no_move)
+    last = fit(module, data, tmp_path / "run", dataclasses.replace(quick(2), checkpoint_every=1))
+    assert read_checkpoint(last)["styletrain"]["global_step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".ckpt" or p.name.startswith(".")) \
+        == ["last.ckpt"]  # no part file left behind
 
 
 def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos, caplog):
@@ -149,12 +191,16 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(
     make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
     data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
     first = fit(make(), data(), tmp_path / "first", quick(3))
+    caplog.set_level("INFO", logger="styletrain")
     started = make()
     second = fit(started, data(), tmp_path / "second", quick(0), init_from=first)  # 0 steps: the weights as loaded
     assert "consider --warmup-steps" in caplog.text  # a fresh Adam at full rate: the user is told
     loaded, trained = (load_transformer(path)[0].state_dict() for path in (second, first))
     assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in loaded)
-    fit(make(), data(), tmp_path / "second", quick(2))  # resumed: the record survives
+    fit(make(), data(), tmp_path / "second", quick(2), init_from=first)  # resumed: the record survives
+    assert f"--init-from {first} is not used" in caplog.text  # it only starts a run: the user is told
+    with pytest.raises(UserError, match="--init-from .*nope.ckpt: no such file"):  # a typo fails, resuming or not
+        fit(make(), data(), tmp_path / "second", quick(3), init_from=tmp_path / "nope.ckpt")
     meta = load_transformer(second)[1]
     assert meta.global_step == 2
     assert meta.started_from["checkpoint"] == str(first) and meta.started_from["global_step"] == 3
@@ -217,6 +263,47 @@ def test_cosine_decay_brings_the_rate_to_zero_at_max_steps(tmp_path, photos):
     assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(UserError, match="--max-steps above --warmup-steps"):
         fit(make(), data(), tmp_path / "short", quick(2))
+
+
+def test_a_resumed_run_trains_at_the_rate_it_is_given(tmp_path, photos, caplog):
+    """Lightning restores the optimizer's rate from the checkpoint: a new --lr must not be ignored while the
+    checkpoint records it."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    fit(StyleTransferModule([str(styles[0])], vgg_weights="random", lr=1e-3, **FAST), data(), tmp_path / "run",
+        quick(2))
+    caplog.set_level("INFO", logger="styletrain")
+    resumed = StyleTransferModule([str(styles[0])], vgg_weights="random", lr=1e-4, **FAST)
+    last = fit(resumed, data(), tmp_path / "run", quick(3))
+    stored = read_checkpoint(last)
+    assert stored["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    assert stored["styletrain"]["lr"] == pytest.approx(1e-4) and "training at lr 0.0001 from step 2" in caplog.text
+    with_warmup = StyleTransferModule([str(styles[0])], vgg_weights="random", lr=2e-4, warmup_steps=8, **FAST)
+    fit(with_warmup, data(), tmp_path / "run", quick(4))  # a schedule: the new rate times the factor at step 4
+    assert with_warmup.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-4 * 5 / 8)
+
+
+def test_the_progress_bar_counts_the_runs_steps_up_to_max_steps(tmp_path, photos):
+    """Not the batches of one pass over the photos: a resumed run shows where it is in the whole run."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    fit(make(), data(), tmp_path / "run", quick(2))
+    resumed = make()
+    fit(resumed, data(), tmp_path / "run", dataclasses.replace(quick(5), progress=True))  # 2 batches an epoch
+    bar = resumed.trainer.progress_bar_callback.train_progress_bar
+    assert (bar.initial, bar.n, bar.total) == (2, 5, 5)
+
+
+def test_a_cosine_decay_added_on_resume_still_ends_at_zero(tmp_path, photos):
+    """The schedule follows the trainer's step: a scheduler new to a resumed run starts its own count at 0."""
+    styles = write_images(tmp_path / "styles", 1, seed=1)
+    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    fit(StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST), data(), tmp_path / "run", quick(4))
+    decayed = StyleTransferModule([str(styles[0])], vgg_weights="random", lr_decay="cosine", **FAST)
+    fit(decayed, data(), tmp_path / "run", quick(8))
+    assert decayed.trainer.global_step == 8
+    assert decayed.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_multi_style_training_teaches_every_style(tmp_path, photos):
