@@ -419,7 +419,7 @@ def test_ddp_ranks_draw_their_own_styles_and_crops(tmp_path):
     draws = []
     for rank in (0, 1):
         torch.manual_seed(7)  # what seed_everything did on both
-        module._trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        module._trainer = SimpleNamespace(world_size=2, global_rank=rank, optimizers=[], lr_scheduler_configs=[])
         module.on_train_start()
         draws.append(module._style_choice(64, "train")[0])
     module._trainer = None
