@@ -218,9 +218,10 @@ class StyleTransferModule(L.LightningModule):
                 before = group.get("initial_lr", group["lr"])
                 if before != lr:
                     log.info("training at lr %g from step %d (the run so far used %g)", lr, self.global_step, before)
-                group.pop("initial_lr", None)
                 if schedulers:
                     group["initial_lr"] = lr
+                else:  # a schedule the run began with and this attempt dropped
+                    group.pop("initial_lr", None)
                 group["lr"] = lr * factor
         for scheduler in schedulers:
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
