@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torchvision.transforms import v2
 
 from styletrain.errors import UserError
 from styletrain.images import FORMATS, open_image, resize_short_side, to_tensor
+from styletrain.images import image_size as header_size
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,39 @@ def list_images(folder: str | Path, *, option: str = "--content-dir") -> list[Pa
     if not files:
         raise UserError(f"no {'/'.join(FORMATS)} images in {folder}; point {option} at a folder of photos")
     return files
+
+
+def check_readable(files: Sequence[Path], image_size: int, *, what: str) -> None:
+    """Refuse, in this process, photos none of which can be read: found in a DataLoader worker, the error
+    would reach the user wrapped in torch's traceback. Decodes photos until one reads (usually one)."""
+    first_error = None
+    for path in files:
+        try:
+            open_image(path, reduce_short_to=image_size)
+            return
+        except UserError as exc:
+            first_error = first_error or exc
+    raise UserError(f"none of the {len(files)} {what} could be read (the first: {first_error}); "
+                    "point --content-dir at a folder of JPEG/PNG/WEBP photos")
+
+
+def held_bytes(files: Sequence[Path], image_size: int, *, sample: int = 64) -> int:
+    """About how many bytes ``DeviceBatches`` holds for ``files`` (uint8 RGB, short side ``image_size``),
+    from the headers of up to ``sample`` of them, so a folder too large for the device is refused
+    before it is decoded. Unreadable photos are left out of the estimate, as the dataset skips them."""
+    held = []
+    for path in random.Random(0).sample(list(files), min(sample, len(files))):
+        try:
+            width, height = header_size(Path(path).read_bytes())
+        except (OSError, UserError):
+            continue
+        held.append(3 * image_size * max(image_size, round(max(width, height) * image_size / min(width, height))))
+    return round(len(files) * statistics.fmean(held)) if held else 0
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on a CUDA ``device``; ``None`` elsewhere (host memory is not checked)."""
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
 
 class PhotoDataset(Dataset):
@@ -70,13 +105,21 @@ class DeviceBatches(IterableDataset):
     Every photo is read once, resized so its short side is ``image_size`` and kept as uint8 on
     ``device``; each batch is random photos, random square crops and random flips done there, so a
     GPU never waits for JPEG decoding (same augmentation as ``PhotoDataset``). ``seed`` should differ
-    per process under DDP. Unreadable photos are skipped with a warning.
+    per process under DDP. Unreadable photos are skipped with a warning. Photos that would take more
+    than half of a CUDA device's free memory are refused before any is decoded (``held_bytes``).
     """
 
     def __init__(self, files: Sequence[Path], image_size: int, batch_size: int, *,
                  device: str | torch.device = "cpu", seed: int = 0) -> None:
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.device = torch.device(device)
+        estimate, free = held_bytes(files, image_size), free_memory(self.device)
+        if free is not None and estimate > free / 2:  # the other half is for training itself
+            raise UserError(
+                f"--data-on-device would hold {len(files)} photos at {image_size} px in about {estimate / 1e9:.1f} "
+                f"GB on {self.device}, more than half of its {free / 1e9:.1f} GB free (the rest is for training); "
+                "leave --data-on-device off (DataLoader workers then decode the photos every step), or "
+                "train on fewer photos")
         self.photos: list[Tensor] = []
         for path in files:
             try:
@@ -124,6 +167,8 @@ class PhotoDataModule(L.LightningDataModule):
             )
         shuffled = random.Random(seed).sample(self.files, len(self.files))
         self.val_files, self.train_files = sorted(shuffled[:val_count]), shuffled[val_count:]
+        check_readable(self.train_files, image_size, what=f"training photos in {content_dir}")
+        check_readable(self.val_files, image_size, what=f"photos held out for validation in {content_dir}")
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers

@@ -191,6 +191,7 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
     # from replaying the photos and crops the first attempt began with.
     L.seed_everything(options.seed + resumed_step, workers=True, verbose=False)
     interrupt = SaveOnInterrupt(last)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_adverts)
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=options.max_steps,
@@ -223,6 +224,8 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
         # Lightning warns on every mid-epoch resume that the loader cannot pick up where it was;
         # here it starts a fresh shuffle seeded by the step instead (above), which is intended.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        # Lightning 2.6 on torch >= 2.10, once a run: its own use of a deprecated torch name, nothing to act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         try:
             trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         except SystemExit:
@@ -233,6 +236,11 @@ def fit(module: StyleTransferModule, data: PhotoDataModule, out: str | Path,
             raise
     trainer.save_checkpoint(last, weights_only=False)  # optimizer and loop state too, to resume
     return last
+
+
+def _no_adverts(record: logging.LogRecord) -> bool:
+    """Drops Lightning's "Tip: try installing litlogger" from every run's log."""
+    return "litlogger" not in record.getMessage()
 
 
 def loggers(out: Path) -> list[Logger]:

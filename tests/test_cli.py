@@ -182,6 +182,8 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
                                  "--output", str(tmp_path / "o.png")],
         "no JPEG/PNG/WEBP images": ["train", "--style", str(photo), "--content-dir", str(tmp_path / "empty"),
                                     "--out", str(tmp_path / "r"), "--vgg-weights", "random"],
+        "none of the 4 training photos in": ["train", "--style", str(photo), "--content-dir", str(tmp_path / "broken"),
+                                             "--out", str(tmp_path / "r"), "--vgg-weights", "random"],
         "style image not found": ["train", "--style", str(tmp_path / "nope.jpg"), "--content-dir",
                                   str(tmp_path), "--out", str(tmp_path / "r")],
         "VGG weights file not found": ["train", "--style", str(photo), "--content-dir", str(tmp_path),
@@ -192,6 +194,9 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, multi_ckpt, photo, capsys)
         "strength must be between 0": [*stylize, "--input", str(photo), "--style", "candy", "--strength", "2"],
     }
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken").mkdir()
+    for i in range(8):
+        (tmp_path / "broken" / f"b{i}.jpg").write_bytes(b"not a jpeg")
     for i in range(5):
         Image.new("RGB", (40, 40)).save(tmp_path / f"p{i}.png")
     for expected, argv in cases.items():

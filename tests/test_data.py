@@ -40,6 +40,29 @@ def test_a_large_photo_is_decoded_at_a_reduced_scale_for_its_crop(tmp_path, monk
     assert decoded == [(250, 188)]  # decoded at 1/8 scale: the short side still covers the 64 px crop
 
 
+def test_a_folder_of_unreadable_photos_is_refused_before_any_worker_starts(tmp_path):
+    """Found in a DataLoader worker, the error would reach the user inside torch's traceback."""
+    for i in range(6):
+        (tmp_path / f"p{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"none of the 4 training photos in .* could be read \(the first: .*p\d.jpg"):
+        PhotoDataModule(str(tmp_path), image_size=32, num_workers=2, val_count=2)
+
+
+def test_photos_too_large_for_the_device_are_refused_before_they_are_decoded(tmp_path, monkeypatch):
+    from styletrain.data import DeviceBatches, held_bytes
+
+    files = [tmp_path / f"p{i}.png" for i in range(3)]
+    for i, path in enumerate(files):
+        Image.new("RGB", (60 + 7 * i, 40)).save(path)
+    held = sum(photo.numel() for photo in DeviceBatches(files, 32, batch_size=2).photos)
+    assert held_bytes(files, 32) == held  # the estimate from the headers is what decoding them holds
+    assert held_bytes(files, 32, sample=1) == pytest.approx(held, rel=0.15)
+    monkeypatch.setattr(data, "free_memory", lambda device: 2 * held - 1)
+    monkeypatch.setattr(data, "open_image", lambda *a, **kw: pytest.fail("decoded a photo"))
+    with pytest.raises(UserError, match="--data-on-device would hold 3 photos at 32 px .* leave --data-on-device off"):
+        DeviceBatches(files, 32, batch_size=2)
+
+
 def test_too_few_photos_for_validation(tmp_path):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
     with pytest.raises(UserError, match="need more than"):

@@ -4,6 +4,8 @@ import dataclasses
 import os
 import shutil
 import signal
+import warnings
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +20,17 @@ from styletrain.module import StyleTransferModule, lr_factor
 from styletrain.train import TrainerOptions, fit
 
 FAST = dict(style_size=32, width=4, num_residuals=1)
+
+
+def tiny_module(*styles: Path, **options) -> StyleTransferModule:
+    """A net small enough to train in seconds, against a randomly initialised VGG."""
+    return StyleTransferModule([str(p) for p in styles], vgg_weights="random", **{**FAST, **options})
+
+
+def tiny_data(photos: Path, **options) -> PhotoDataModule:
+    """32 px crops, batches of 2, two photos held out, decoded in the test's process."""
+    return PhotoDataModule(str(photos), **{"image_size": 32, "batch_size": 2, "num_workers": 0, "val_count": 2,
+                                           **options})
 
 
 def quick(max_steps: int, **kw) -> TrainerOptions:
@@ -64,8 +77,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_resumes_from_last_checkpoint(tmp_path, photos, monkeypatch):
     """A resumed attempt carries on the weights, the optimizer, the step and the training time."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0])
+    data = partial(tiny_data, photos)
     last = fit(make(), data(), tmp_path / "run", quick(3))
     first = read_checkpoint(last)
     assert first["styletrain"]["global_step"] == 3
@@ -86,12 +99,12 @@ def test_resumes_from_last_checkpoint(tmp_path, photos, monkeypatch):
 
 def test_resuming_a_run_of_other_styles_or_another_net_is_refused_and_keeps_it(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 2, seed=1)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    last = fit(StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST), data(), tmp_path / "run",
+    data = partial(tiny_data, photos)
+    last = fit(tiny_module(styles[0]), data(), tmp_path / "run",
                quick(2))
     kept = last.read_bytes()
-    other_style = StyleTransferModule([str(styles[1])], vgg_weights="random", **FAST)
-    wider = StyleTransferModule([str(styles[0])], vgg_weights="random", **{**FAST, "width": 8})
+    other_style = tiny_module(styles[1])
+    wider = tiny_module(styles[0], width=8)
     for module in (other_style, wider):
         with pytest.raises(UserError, match="--no-resume"):
             fit(module, data(), tmp_path / "run", quick(4))
@@ -102,8 +115,8 @@ def test_resuming_a_run_of_other_styles_or_another_net_is_refused_and_keeps_it(t
 
 def test_no_resume_starts_afresh_in_the_same_folder(tmp_path, photos, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0])
+    data = partial(tiny_data, photos)
     fit(make(), data(), tmp_path / "run", quick(3))
     caplog.set_level("INFO", logger="styletrain")
     last = fit(make(), data(), tmp_path / "run", quick(1), resume=False)
@@ -119,62 +132,65 @@ def test_a_resumed_run_with_batches_on_the_device_does_not_replay_the_first_atte
     monkeypatch.setattr(StyleTransferModule, "training_step",
                         lambda self, batch, *a: seen.append(batch.clone()) or step(self, batch, *a))
     for steps in (3, 6):
-        module = StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
-        data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2, on_device=True)
+        module = tiny_module(styles[0])
+        data = tiny_data(photos, on_device=True)
         fit(module, data, tmp_path / "run", quick(steps))
     assert len(seen) == 6 and not any(torch.equal(a, b) for a, b in zip(seen[:3], seen[3:]))
 
 
-def test_ctrl_c_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_path, photos, monkeypatch):
+def _stop(how: str) -> None:
+    if how == "ctrl-c":
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGTERM)  # as kill, timeout and job schedulers end a run
+
+
+@pytest.mark.parametrize("how, raised, saved_step", [
+    ("ctrl-c", KeyboardInterrupt, 2),  # not Lightning's exit(1): the CLI reports it, exit code 130
+    ("sigterm", SystemExit, 3),  # the step under way finishes; exit code 143 (Lightning's own exit is 0)
+])
+def test_a_stopped_run_saves_the_step_it_was_at_and_the_next_attempt_resumes_there(tmp_path, photos, monkeypatch,
+                                                                                     how, raised, saved_step):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make, data = partial(tiny_module, styles[0]), partial(tiny_data, photos)
     original = StyleTransferModule.training_step
 
-    def interrupted(self, batch, batch_idx):
+    def stopped_at_step_2(self, batch, batch_idx):
         if self.global_step == 2:
-            raise KeyboardInterrupt
+            _stop(how)
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(StyleTransferModule, "training_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):  # not Lightning's exit(1): the CLI reports it, exit code 130
+    monkeypatch.setattr(StyleTransferModule, "training_step", stopped_at_step_2)
+    with pytest.raises(raised) as stopped:
         fit(make(), data(), tmp_path / "run", quick(10))
-    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 2
+    if raised is SystemExit:
+        assert stopped.value.code == 143
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning's handler is gone again
+    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == saved_step
     monkeypatch.undo()
     steps = []
     monkeypatch.setattr(StyleTransferModule, "training_step",
                         lambda self, *a: steps.append(self.global_step) or original(self, *a))
     last = fit(make(), data(), tmp_path / "run", quick(4))
-    assert steps == [2, 3] and read_checkpoint(last)["styletrain"]["global_step"] == 4
+    assert steps == list(range(saved_step, 4)) and read_checkpoint(last)["styletrain"]["global_step"] == 4
     assert sorted(p.name for p in (tmp_path / "run").glob("*.ckpt")) == ["last.ckpt"]  # never last-v1.ckpt
 
 
-def test_sigterm_saves_the_step_it_was_at_and_exits_143(tmp_path, photos, monkeypatch):
-    """kill, timeout and job schedulers end a run with SIGTERM: the steps since the last save are kept."""
+def test_a_runs_log_holds_no_lightning_adverts_or_deprecations_of_its_own(tmp_path, photos, capfd, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    original = StyleTransferModule.training_step
-
-    def terminated(self, batch, batch_idx):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(StyleTransferModule, "training_step", terminated)
-    with pytest.raises(SystemExit) as stopped:
-        fit(make(), data(), tmp_path / "run", quick(10))
-    assert stopped.value.code == 143  # as the shell reports a process SIGTERM ended (Lightning's own exit is 0)
-    assert read_checkpoint(tmp_path / "run" / "last.ckpt")["styletrain"]["global_step"] == 3  # that step finished
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Lightning's handler is gone again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tiny_module(styles[0]), tiny_data(photos), tmp_path / "run", quick(1))
+    out, err = capfd.readouterr()
+    assert "litlogger" not in out + err + caplog.text
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
 
 
 def test_checkpoints_are_renamed_into_place_not_moved_from_the_temporary_folder(tmp_path, photos, monkeypatch):
     """Lightning writes in the system's temporary folder and moves the file: across file systems that is
     a copy, and a kill during it truncates last.ckpt. A move that fails shows which way the file went."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    module = StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)
-    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    module = tiny_module(styles[0])
+    data = tiny_data(photos)
 
     def no_move(*args, **kwargs):
         raise OSError("shutil.move used to save a checkpoint")
@@ -188,8 +204,8 @@ def test_checkpoints_are_renamed_into_place_not_moved_from_the_temporary_folder(
 
 def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(tmp_path, photos, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0])
+    data = partial(tiny_data, photos)
     first = fit(make(), data(), tmp_path / "first", quick(3))
     caplog.set_level("INFO", logger="styletrain")
     started = make()
@@ -209,14 +225,14 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights_and_records_it(
     assert (chain["checkpoint"], chain["global_step"]) == (str(second), 2)
     assert (chain["started_from"]["checkpoint"], chain["started_from"]["global_step"]) == (str(first), 3)
     with pytest.raises(UserError, match="--init-from"):
-        other = StyleTransferModule([str(styles[0])], vgg_weights="random", style_size=32, width=6, num_residuals=1)
+        other = tiny_module(styles[0], width=6)
         fit(other, data(), tmp_path / "fourth", quick(1), init_from=first)
 
 
 def test_init_from_a_narrower_net_widens_it_with_the_same_output(tmp_path, photos, caplog):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
-    make = lambda width: StyleTransferModule([str(styles[0])], vgg_weights="random", **{**FAST, "width": width})  # noqa: E731
+    data = tiny_data(photos)
+    make = lambda width: tiny_module(styles[0], width=width)  # noqa: E731
     narrow = fit(make(4), data, tmp_path / "narrow", quick(2))
     wide_module = make(8)
     caplog.set_level("INFO", logger="styletrain")
@@ -227,15 +243,15 @@ def test_init_from_a_narrower_net_widens_it_with_the_same_output(tmp_path, photo
     x = torch.rand(1, 3, 40, 40)
     torch.testing.assert_close(wide_net(x), narrow_net(x), rtol=0, atol=1e-5)
     painting = write_images(tmp_path / "other", 1, seed=2)[0].rename(tmp_path / "other" / "another.png")
-    other = StyleTransferModule([str(painting)], vgg_weights="random", **{**FAST, "width": 8})
+    other = tiny_module(painting, width=8)
     with pytest.raises(UserError, match="'width': 4"):  # another style: refused, naming the checkpoint's own net
         fit(other, data, tmp_path / "other_run", quick(0), init_from=narrow)
 
 
 def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=8, **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0], warmup_steps=8)
+    data = partial(tiny_data, photos)
     module = make()
     fit(module, data(), tmp_path / "run", quick(2))
     assert module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 8)  # rate for step 3
@@ -254,9 +270,8 @@ def test_warmup_ramps_the_learning_rate_and_resumes_where_it_was(tmp_path, photo
 def test_cosine_decay_brings_the_rate_to_zero_at_max_steps(tmp_path, photos):
     assert [round(lr_factor(s, warmup=2, total=6), 3) for s in range(7)] == [0.5, 1, 1, 0.854, 0.5, 0.146, 0]
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", warmup_steps=2,  # noqa: E731
-                                       lr_decay="cosine", **FAST)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0], warmup_steps=2, lr_decay="cosine")
+    data = partial(tiny_data, photos)
     module = make()
     fit(module, data(), tmp_path / "run", quick(6))
     assert module.trainer.global_step == 6
@@ -269,16 +284,16 @@ def test_a_resumed_run_trains_at_the_rate_it_is_given(tmp_path, photos, caplog):
     """Lightning restores the optimizer's rate from the checkpoint: a new --lr must not be ignored while the
     checkpoint records it."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    fit(StyleTransferModule([str(styles[0])], vgg_weights="random", lr=1e-3, **FAST), data(), tmp_path / "run",
+    data = partial(tiny_data, photos)
+    fit(tiny_module(styles[0], lr=1e-3), data(), tmp_path / "run",
         quick(2))
     caplog.set_level("INFO", logger="styletrain")
-    resumed = StyleTransferModule([str(styles[0])], vgg_weights="random", lr=1e-4, **FAST)
+    resumed = tiny_module(styles[0], lr=1e-4)
     last = fit(resumed, data(), tmp_path / "run", quick(3))
     stored = read_checkpoint(last)
     assert stored["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     assert stored["styletrain"]["lr"] == pytest.approx(1e-4) and "training at lr 0.0001 from step 2" in caplog.text
-    with_warmup = StyleTransferModule([str(styles[0])], vgg_weights="random", lr=2e-4, warmup_steps=8, **FAST)
+    with_warmup = tiny_module(styles[0], lr=2e-4, warmup_steps=8)
     fit(with_warmup, data(), tmp_path / "run", quick(4))  # a schedule: the new rate times the factor at step 4
     assert with_warmup.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-4 * 5 / 8)
 
@@ -286,8 +301,8 @@ def test_a_resumed_run_trains_at_the_rate_it_is_given(tmp_path, photos, caplog):
 def test_the_progress_bar_counts_the_runs_steps_up_to_max_steps(tmp_path, photos):
     """Not the batches of one pass over the photos: a resumed run shows where it is in the whole run."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    make = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
+    make = partial(tiny_module, styles[0])
+    data = partial(tiny_data, photos)
     fit(make(), data(), tmp_path / "run", quick(2))
     resumed = make()
     fit(resumed, data(), tmp_path / "run", dataclasses.replace(quick(5), progress=True))  # 2 batches an epoch
@@ -298,9 +313,9 @@ def test_the_progress_bar_counts_the_runs_steps_up_to_max_steps(tmp_path, photos
 def test_a_cosine_decay_added_on_resume_still_ends_at_zero(tmp_path, photos):
     """The schedule follows the trainer's step: a scheduler new to a resumed run starts its own count at 0."""
     styles = write_images(tmp_path / "styles", 1, seed=1)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    fit(StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST), data(), tmp_path / "run", quick(4))
-    decayed = StyleTransferModule([str(styles[0])], vgg_weights="random", lr_decay="cosine", **FAST)
+    data = partial(tiny_data, photos)
+    fit(tiny_module(styles[0]), data(), tmp_path / "run", quick(4))
+    decayed = tiny_module(styles[0], lr_decay="cosine")
     fit(decayed, data(), tmp_path / "run", quick(8))
     assert decayed.trainer.global_step == 8
     assert decayed.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
@@ -308,9 +323,9 @@ def test_a_cosine_decay_added_on_resume_still_ends_at_zero(tmp_path, photos):
 
 def test_multi_style_training_teaches_every_style(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 3, seed=2)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    module = tiny_module(*styles)
     assert module.style_names == ["img0", "img1", "img2"] and module.net.num_styles == 3
-    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    data = tiny_data(photos)
     net, meta = load_transformer(fit(module, data, tmp_path / "run", quick(8)))
     assert meta.style_names == ["img0", "img1", "img2"] and meta.net["norm"] == "conditional_instance"
     scale = net.norm_layers()[0].scale
@@ -329,8 +344,8 @@ def test_tensorboard_gets_the_loss_terms_and_the_sample_grid(tmp_path, photos):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
                                             reason="needs tensorboard (a styletrain dependency)")
     styles = write_images(tmp_path / "styles", 2, seed=4)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
-    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    module = tiny_module(*styles)
+    data = tiny_data(photos)
     fit(module, data, tmp_path / "run", quick(3))
     (version,) = (tmp_path / "run" / "logs").iterdir()
     assert (version / "metrics.csv").is_file() and list(version.glob("events.out.tfevents.*"))
@@ -346,11 +361,9 @@ def test_tensorboard_gets_the_loss_terms_and_the_sample_grid(tmp_path, photos):
 
 def test_adding_a_style_keeps_old_styles_bit_identical(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 3, seed=3)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    base = fit(StyleTransferModule([str(p) for p in styles[:2]], vgg_weights="random", **FAST), data(),
-               tmp_path / "base", quick(2))
-    extended = fit(StyleTransferModule([str(styles[2])], base_checkpoint=str(base), vgg_weights="random", **FAST),
-                   data(), tmp_path / "extended", quick(4))
+    data = partial(tiny_data, photos)
+    base = fit(tiny_module(*styles[:2]), data(), tmp_path / "base", quick(2))
+    extended = fit(tiny_module(styles[2], base_checkpoint=str(base)), data(), tmp_path / "extended", quick(4))
     old, _ = load_transformer(base)
     new, meta = load_transformer(extended)
     assert meta.style_names == ["img0", "img1", "img2"] and new.num_styles == 3
@@ -382,7 +395,7 @@ def test_duplicate_style_names_are_rejected(tmp_path):
 
 def test_identity_row_trains_with_the_styles(tmp_path, photos):
     styles = write_images(tmp_path / "styles", 2, seed=9)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", identity=True, **FAST)
+    module = tiny_module(*styles, identity=True)
     data = PhotoDataModule(str(photos), image_size=32, batch_size=3, num_workers=0, val_count=2)
     _, loss_rows = module._style_choice(3, "val")
     assert loss_rows.tolist() == [[1, 0], [0, 1], [0, 0]]  # the identity row is trained on content alone
@@ -395,8 +408,8 @@ def test_identity_row_trains_with_the_styles(tmp_path, photos):
 
 def test_validation_scores_every_photo_under_every_style(tmp_path, photos, monkeypatch):
     styles = write_images(tmp_path / "styles", 3, seed=9)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
-    data = PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)
+    module = tiny_module(*styles)
+    data = tiny_data(photos)
     seen = []
     step = StyleTransferModule._shared_step
 
@@ -415,7 +428,7 @@ def test_validation_scores_every_photo_under_every_style(tmp_path, photos, monke
 def test_ddp_ranks_draw_their_own_styles_and_crops(tmp_path):
     """Lightning's seed_everything gives every rank the same seed; each rank must then re-seed its own."""
     styles = write_images(tmp_path / "styles", 3, seed=9)
-    module = StyleTransferModule([str(p) for p in styles], vgg_weights="random", **FAST)
+    module = tiny_module(*styles)
     draws = []
     for rank in (0, 1):
         torch.manual_seed(7)  # what seed_everything did on both
@@ -429,8 +442,8 @@ def test_ddp_ranks_draw_their_own_styles_and_crops(tmp_path):
 def test_max_time_limits_each_attempt_not_the_run(tmp_path, photos):
     """A resumed run gets its own --max-time: the GPU session trains in 10-minute attempts."""
     styles = write_images(tmp_path / "styles", 1, seed=9)
-    data = lambda: PhotoDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=2)  # noqa: E731
-    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = partial(tiny_data, photos)
+    module = partial(tiny_module, styles[0])
     options = quick(100_000, max_time="00:00:00:01")
     first = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
     second = read_checkpoint(fit(module(), data(), tmp_path / "run", options))["global_step"]
@@ -449,9 +462,8 @@ def test_a_resumed_attempt_does_not_replay_the_first_attempts_photos(tmp_path, m
         return original(self, index)
 
     monkeypatch.setattr(PhotoDataset, "__getitem__", recording)
-    data = lambda: PhotoDataModule(str(photos[0].parent), image_size=32, batch_size=2, num_workers=0,  # noqa: E731
-                                   val_count=2)
-    module = lambda: StyleTransferModule([str(styles[0])], vgg_weights="random", **FAST)  # noqa: E731
+    data = partial(tiny_data, photos[0].parent)
+    module = partial(tiny_module, styles[0])
     fit(module(), data(), tmp_path / "run", quick(3))
     first, seen[:] = list(seen), []
     fit(module(), data(), tmp_path / "run", quick(6))
