@@ -4,7 +4,7 @@
 values turned into a blend and normalised the way the server does (``styletrain.styles``), one
 ``Stylize`` call per photo, one ``StylizeStream`` call per browser tab for webcam video
 (``VideoStream``), and every failure as a one-line message for the page. ``build_app`` lays it out
-with Gradio, imported only there (``pip install 'styletrain[demo]'``).
+with Gradio, imported only there (``pip install -e '.[demo]'`` in the checkout).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = ["INSTALL_HINT", "Demo", "DemoError", "VideoStream", "build_app", "imp
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "the demo needs Gradio: pip install 'styletrain[demo]'"
+INSTALL_HINT = "the demo needs Gradio: pip install -e '.[demo]' in the styletrain checkout"
 DEFAULT_MAX_SIDE = 512
 IDENTITY_INFO = "no style: raise it to weaken the others (style strength)"
 VIDEO_CALL_SECONDS = 60.0
