@@ -103,7 +103,7 @@ def test_demo_command_without_gradio_says_how_to_install_it(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
     assert main(["demo", "--server", "127.0.0.1:1"]) == 2
     assert capsys.readouterr().err.strip() == \
-        "styletrain demo: error: the demo needs Gradio: pip install 'styletrain[demo]'"
+        "styletrain demo: error: the demo needs Gradio: pip install -e '.[demo]' in the styletrain checkout"
 
 
 # -- the page in a real browser --------------------------------------------------------------------
@@ -134,7 +134,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def demo_page(start_server: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real server on the tiny models and the demo page for it; the page's URL."""
-    pytest.importorskip("gradio", reason="needs the demo extra (pip install 'styletrain[demo]')")
+    pytest.importorskip("gradio", reason="needs the demo extra (pip install -e '.[demo]')")
     from serving.demo import launch
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # uploads and results: gone after the test
