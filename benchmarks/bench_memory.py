@@ -234,7 +234,8 @@ def peak_case(case: str, side: int, models: Path) -> tuple[int, str]:
     from styletrain.checkpoint import load_transformer
     from styletrain.runtime.malloc import release_freed_memory
     from styletrain.runtime.onnx_backend import OnnxStylizer
-    from styletrain.runtime.torch_backend import HOST_COPY_BYTES_PER_PIXEL, TorchStylizer
+    from styletrain.runtime.base import HOST_COPY_BYTES_PER_PIXEL
+    from styletrain.runtime.torch_backend import TorchStylizer
     from styletrain.transformer import TransformerNet
 
     rng = np.random.default_rng(0)

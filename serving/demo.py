@@ -112,7 +112,8 @@ class VideoStream:
                                                                               timeout=timeout)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self.closed = False
+        self.closed = False  # the call is over (closed here, or ended by the server)
+        self._released = False  # gRPC's request thread has been told there are no more frames
 
     def stylize(self, request: pb.StylizeRequest) -> pb.StylizeResponse:
         """Stylize one frame; ``DemoError`` for a frame the server refused, ``grpc.RpcError`` if the call ended."""
@@ -136,8 +137,11 @@ class VideoStream:
         return reply.response
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        """End the call, and release gRPC's request thread, which waits for the next frame until told
+        there is none, also when the server has already ended the call."""
+        self.closed = True
+        if not self._released:
+            self._released = True
             self._frames.put(None)
             cancel = getattr(self._responses, "cancel", None)
             if cancel is not None:

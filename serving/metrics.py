@@ -25,6 +25,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from serving.pipeline import Failure
+from serving.security import is_loopback
 from styletrain.errors import UserError
 from styletrain.v1 import styletrain_pb2 as pb
 
@@ -171,6 +172,10 @@ class ServerMetrics:
             self._http = (server, thread)
             self.port = server.server_port
         log.info("metrics on http://%s/metrics", _join(self.host, self.port))
+        if not is_loopback(self.host):
+            log.warning("metrics on http://%s/metrics are plain HTTP without the token or TLS of the gRPC port: "
+                        "anyone who reaches it reads the model names, request counts and process memory",
+                        _join(self.host, self.port))
 
     def stop(self) -> None:
         """Stop the HTTP endpoint (if running) and wait for its thread."""

@@ -20,7 +20,8 @@ from PIL import Image
 from serving.batching import Batcher, BatcherClosed, DeadlineExpired, QueueFull
 from serving.models import ModelRegistry, Selection, UnknownModel, UnknownStyle
 from styletrain.errors import UserError, shorten
-from styletrain.images import array_to_pixels, encode_image, open_image, pixels_to_array, resize_max_side
+from styletrain.images import (MAX_OUTPUT_SIDE, array_to_pixels, encode_image, open_image, pixels_to_array,
+                               resize_max_side)
 from styletrain.runtime import NonFiniteOutput, RunCancelled, RunOptions
 from styletrain.runtime.adjust import finish_pixels
 from styletrain.styles import with_strength
@@ -108,6 +109,17 @@ def decode(data: bytes, *, max_pixels: int, min_side: int, max_side: int | None)
         return np.asarray(resize_max_side(image, max_side, min_side=min_side))
     except UserError as exc:
         raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def check_output_side(pixels: np.ndarray, output: Output) -> None:
+    """INVALID_ARGUMENT before the run if the result would be too large a side for the requested format
+    (JPEG 65500 px, WebP 16383): the encoder would fail only once the inference is done."""
+    limit = MAX_OUTPUT_SIDE.get(f".{output.format.lower()}")
+    height, width = pixels.shape[:2]
+    if limit is not None and max(height, width) > limit:
+        raise Failure(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the stylized image would be {width}x{height}, but {output.format} holds at most {limit} px "
+                      "a side; ask for PNG or a smaller max_side")
 
 
 def run(selection: Selection, pixels: np.ndarray, options: RunOptions) -> tuple[Image.Image, float]:

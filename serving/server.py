@@ -16,7 +16,8 @@ Limits, each for a reason:
 - explicit maximum message sizes; the pixel count is checked from the image header before
   decoding, formats are restricted to JPEG/PNG/WebP, sides must be >= 16 px (``open_image``);
 - a request whose deadline has passed is not run; a cancelled call or an expired deadline cancels
-  the call's ``RunOptions``, which stops the running inference early (onnxruntime's terminate flag);
+  the call's ``RunOptions``, which stops an image running alone on onnxruntime early (its terminate
+  flag), and takes a request still queued out of its batch (a running batch, and torch, finish);
 - on SIGTERM (``drain``), health reports NOT_SERVING and keeps answering for ``drain_delay`` seconds
   while new style calls get UNAVAILABLE; then ``stop`` lets in-flight calls finish within a grace
   period and ends open health watches at once (``serving.lifecycle``);
@@ -166,6 +167,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                                                max_pixels=self.config.max_pixels, max_side=output.max_side):
             pixels = pipeline.decode(request.image, max_pixels=self.config.max_pixels,
                                     min_side=self.config.min_side, max_side=output.max_side)
+            pipeline.check_output_side(pixels, output)
             pipeline.check_deadline(context)
             batcher = self.batchers.get(selection.name)
             if batcher is None or selection.stylizer.runs_staged(*pixels.shape[:2]):

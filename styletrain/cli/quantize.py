@@ -17,8 +17,8 @@ def add_quantize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-side", type=int, metavar="PX",
                    help="photos resized (short side) and centre-cropped to PX (default 256)")
     p.add_argument("--int8-layers", choices=["residual", "all"],
-                   help="convs to make int8: the residual blocks' (default: within about 1%% of fp32's loss at 128 px) or all "
-                        "but the first (faster, about twice the error)")
+                   help="convs to make int8: the residual blocks' (default: within about 1%% of fp32's loss at "
+                        "128 px) or all but the first (faster, about twice the error)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,10 @@ from styletrain.styles import with_strength
 WHOLE_RUN_BYTES_PER_PIXEL = 600
 """Peak memory of a whole-image run per pixel when a backend knows no better: a width-16 net on
 onnxruntime's CPU provider measured 430-570 (``benchmarks/RESULTS.md``, "Serving memory")."""
+HOST_COPY_BYTES_PER_PIXEL = 48
+"""What a run holds in host memory besides the net's maps: the float32 input and output copies and the
+uint8 result (39 measured with the net's work taken out: an identity net in torch on the CPU). All that
+a CUDA run holds on the host, in either backend; its maps are in GPU memory, which is not budgeted."""
 
 
 class RunCancelled(RuntimeError):

@@ -41,7 +41,7 @@ from torch import Tensor
 from styletrain.checkpoint import load_transformer
 from styletrain.errors import UserError
 from styletrain.metadata import ModelMetadata
-from styletrain.runtime.base import RunOptions, Stylizer, batch_weights
+from styletrain.runtime.base import HOST_COPY_BYTES_PER_PIXEL, RunOptions, Stylizer, batch_weights
 from styletrain.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ DEFAULT_CUDA_PRECISION = "float16"
 MAX_GRAPH_PIXELS = 32_000_000
 """Pixels (batch x height x width) of the CUDA graphs one model keeps: about four batches of 8 frames
 at 1280x720. Each holds 24 bytes a pixel of pinned host memory and its own GPU memory pool."""
-HOST_COPY_BYTES_PER_PIXEL = 48
-"""What a run holds in host memory besides the net's maps: the float32 input and output copies and the
-uint8 result (39 measured with the net's work taken out: an identity net on the CPU). All that a CUDA
-run holds on the host; its maps are in GPU memory."""
 CPU_BYTES_PER_PIXEL_PER_WIDTH = 30
 """A float32 run on the CPU also holds the net's full-resolution maps: about 30 bytes a pixel per
 channel of its width (measured at 1024 px, peak RSS over before: 975 B/px in all at width 32, 493 at 16)."""

@@ -12,6 +12,7 @@ import pytest
 
 from styletrain.errors import UserError
 from styletrain.runtime import RunCancelled, RunOptions
+from styletrain.runtime.base import HOST_COPY_BYTES_PER_PIXEL
 from styletrain.runtime.onnx_backend import OnnxStylizer
 
 RTOL, ATOL = 1e-3, 1e-5
@@ -89,3 +90,12 @@ def test_refuses_foreign_and_missing_models(onnx_models: dict[str, Path], tmp_pa
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(UserError, match="could not read ONNX model"):
         OnnxStylizer(tmp_path / "junk.onnx")
+
+
+def test_a_cuda_run_is_charged_only_its_host_copies(onnx_models: dict[str, Path]) -> None:
+    """With onnxruntime-gpu the net's maps live in GPU memory: charging them to the host budget would
+    let only a request or two of 720p into a batch."""
+    stylizer = OnnxStylizer(onnx_models["multi"], threads=1)
+    on_cpu = stylizer.memory_bytes(720, 1280)
+    stylizer.device = "cuda"  # as a stylizer on the CUDA provider reports itself
+    assert stylizer.memory_bytes(720, 1280) == 720 * 1280 * HOST_COPY_BYTES_PER_PIXEL < on_cpu / 5

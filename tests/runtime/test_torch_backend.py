@@ -14,7 +14,8 @@ import torch
 from styletrain.errors import UserError
 from styletrain.runtime import RunCancelled, RunOptions, load_stylizer
 from styletrain.runtime.parity import REDUCED_TOLERANCE, check_parity
-from styletrain.runtime.torch_backend import HOST_COPY_BYTES_PER_PIXEL, TorchStylizer, batch_bucket
+from styletrain.runtime.base import HOST_COPY_BYTES_PER_PIXEL
+from styletrain.runtime.torch_backend import TorchStylizer, batch_bucket
 
 RTOL, ATOL = 1e-3, 1e-5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (float16 + CUDA graph path)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.client import StyleClient
+from serving.client import StyleClient, make_request
 from serving.demo import Demo, DemoError, VideoStream, blend_of, shares, shares_text
 from styletrain.cli import main
 from styletrain.errors import UserError
@@ -89,6 +90,24 @@ def test_video_frames_share_one_stream_which_reopens_after_it_ended(start_server
     assert count(live, "styletrain_requests_total", method="StylizeStream", model="multi", code="OK") == 2
     assert count(live, "styletrain_requests_total", method="StylizeStream", model="mosaic", code="OK") == 1
     assert count(live, "styletrain_requests_total", method="Stylize", model="multi", code="OK") == 0
+
+
+def test_a_stream_the_server_ended_releases_its_request_thread_on_close() -> None:
+    """gRPC reads the frames in a thread of its own; left waiting, one leaked per ended video call."""
+    class EndedCall:
+        def stream(self, frames: Iterator[Any], timeout: float) -> Iterator[Any]:
+            self.reader = threading.Thread(target=lambda: list(frames), daemon=True)
+            self.reader.start()
+            return iter(())  # the server ended the call without an answer
+
+    call = EndedCall()
+    stream = VideoStream(call)  # type: ignore[arg-type]
+    with pytest.raises(DemoError, match="the server ended the video stream"):
+        stream.stylize(make_request(b"frame", style="mosaic"))
+    assert stream.closed
+    stream.close()
+    call.reader.join(5)
+    assert not call.reader.is_alive()
 
 
 def test_an_unreachable_server_is_one_line() -> None:

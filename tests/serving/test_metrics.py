@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import queue
 import urllib.request
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -147,3 +148,14 @@ def test_a_metrics_port_in_use_is_a_user_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(UserError, match=rf"cannot serve metrics on 127.0.0.1:{port}: "):
             ServerMetrics(host="127.0.0.1", port=port).start()
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_metrics_reachable_from_other_hosts_are_a_warning(host: str, warned: bool,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The endpoint has neither the gRPC port's token nor its TLS."""
+    metrics = ServerMetrics(host=host, port=0)
+    with caplog.at_level(logging.WARNING, logger="serving.metrics"):
+        metrics.start()
+    metrics.stop()
+    assert ("plain HTTP without the token or TLS" in caplog.text) == warned

@@ -321,6 +321,24 @@ def test_bad_requests_get_their_status_code(live: Live, request_kwargs: dict, co
     assert live.client.health() == "SERVING"
 
 
+def test_an_output_too_wide_for_its_format_is_refused_before_the_run(start_server, monkeypatch, caplog) -> None:
+    """16x16400 fits the pixel limit, but WebP holds at most 16383 px a side: the client's error, found
+    before the inference, not an INTERNAL error from the encoder after it."""
+    from serving import pipeline
+
+    live = start_server(max_pixels=300_000)
+    for ran in ("run", "run_batched"):
+        monkeypatch.setattr(pipeline, ran, lambda *a, **kw: pytest.fail("the model ran"))
+    flat = io.BytesIO()
+    Image.new("RGB", (16400, 16), (90, 120, 150)).save(flat, format="PNG")
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as info:
+        live.client.stylize(flat.getvalue(), style="candy", output_format="webp")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == ("the stylized image would be 16400x16, but WEBP holds at most 16383 px a side; "
+                                    "ask for PNG or a smaller max_side")
+    assert not caplog.records
+
+
 def test_max_side_below_the_minimum_side_is_the_clients_error(live: Live, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 9.4: 1600x16 shrunk to max_side 100 would be 100x1: INVALID_ARGUMENT, and nothing logged as an error."""
     with caplog.at_level(logging.WARNING):
