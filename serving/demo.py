@@ -123,10 +123,10 @@ class VideoStream:
             try:
                 reply = next(self._responses)
             except StopIteration:
-                self.closed = True
+                self.close()  # the page opens a new stream for the next frame and drops this one
                 raise DemoError("the server ended the video stream") from None
             except grpc.RpcError:
-                self.closed = True
+                self.close()
                 raise
         if reply.HasField("error"):
             code = grpc.StatusCode.UNKNOWN

@@ -173,8 +173,8 @@ class ServerMetrics:
             self.port = server.server_port
         log.info("metrics on http://%s/metrics", _join(self.host, self.port))
         if not is_loopback(self.host):
-            log.warning("metrics on http://%s/metrics are plain HTTP without the token or TLS of the gRPC port: "
-                        "anyone who reaches it reads the model names, request counts and process memory",
+            log.warning("metrics on http://%s/metrics are plain HTTP with no authentication, whatever protects "
+                        "the gRPC port: anyone who reaches it reads the model names, request counts and process memory",
                         _join(self.host, self.port))
 
     def stop(self) -> None:

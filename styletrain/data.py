@@ -46,8 +46,8 @@ def check_readable(files: Sequence[Path], image_size: int, *, what: str) -> None
             return
         except UserError as exc:
             first_error = first_error or exc
-    raise UserError(f"none of the {len(files)} {what} could be read (the first: {first_error}); "
-                    "point --content-dir at a folder of JPEG/PNG/WEBP photos")
+    raise UserError(f"none of the {len(files)} {what} could be read (the first: {first_error}); re-save or "
+                    "remove the unreadable photos, or point --content-dir at a folder of JPEG/PNG/WEBP photos")
 
 
 def held_bytes(files: Sequence[Path], image_size: int, *, sample: int = 64) -> int:
@@ -59,6 +59,8 @@ def held_bytes(files: Sequence[Path], image_size: int, *, sample: int = 64) -> i
         try:
             width, height = header_size(Path(path).read_bytes())
         except (OSError, UserError):
+            continue
+        if min(width, height) < 1:  # a corrupt header; the dataset skips such a file
             continue
         held.append(3 * image_size * max(image_size, round(max(width, height) * image_size / min(width, height))))
     return round(len(files) * statistics.fmean(held)) if held else 0
@@ -113,7 +115,8 @@ class DeviceBatches(IterableDataset):
                  device: str | torch.device = "cpu", seed: int = 0) -> None:
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.device = torch.device(device)
-        estimate, free = held_bytes(files, image_size), free_memory(self.device)
+        free = free_memory(self.device)
+        estimate = held_bytes(files, image_size) if free is not None else 0
         if free is not None and estimate > free / 2:  # the other half is for training itself
             raise UserError(
                 f"--data-on-device would hold {len(files)} photos at {image_size} px in about {estimate / 1e9:.1f} "

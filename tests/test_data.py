@@ -57,6 +57,9 @@ def test_photos_too_large_for_the_device_are_refused_before_they_are_decoded(tmp
     held = sum(photo.numel() for photo in DeviceBatches(files, 32, batch_size=2).photos)
     assert held_bytes(files, 32) == held  # the estimate from the headers is what decoding them holds
     assert held_bytes(files, 32, sample=1) == pytest.approx(held, rel=0.15)
+    monkeypatch.setattr(data, "header_size", lambda encoded: (0, 40))  # a corrupt header: left out, no crash
+    assert held_bytes(files, 32) == 0
+    monkeypatch.undo()
     monkeypatch.setattr(data, "free_memory", lambda device: 2 * held - 1)
     monkeypatch.setattr(data, "open_image", lambda *a, **kw: pytest.fail("decoded a photo"))
     with pytest.raises(UserError, match="--data-on-device would hold 3 photos at 32 px .* leave --data-on-device off"):

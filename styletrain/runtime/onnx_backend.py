@@ -191,9 +191,10 @@ class OnnxStylizer(Stylizer):
         return self.staging is not None and self.staging.applies(height, width) and self._plan() is not None
 
     def memory_bytes(self, height: int, width: int) -> int:
-        """Estimated peak host memory of ``run_pixels``: on CUDA only the copies in and out (the maps are
-        in GPU memory), on the CPU ``staged.run_bytes`` (whole-image for unsupported graphs)."""
-        if self.device == "cuda":
+        """Estimated peak host memory of ``run_pixels``: ``staged.run_bytes`` for an image run in stages
+        (their maps are kept in host memory) or on the CPU (whole-image for unsupported graphs); on CUDA
+        otherwise only the copies in and out, the maps being in GPU memory."""
+        if self.device == "cuda" and not self.runs_staged(height, width):
             return height * width * HOST_COPY_BYTES_PER_PIXEL
         plan = self._plan()
         if plan is None:

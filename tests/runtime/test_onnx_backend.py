@@ -96,6 +96,8 @@ def test_a_cuda_run_is_charged_only_its_host_copies(onnx_models: dict[str, Path]
     """With onnxruntime-gpu the net's maps live in GPU memory: charging them to the host budget would
     let only a request or two of 720p into a batch."""
     stylizer = OnnxStylizer(onnx_models["multi"], threads=1)
-    on_cpu = stylizer.memory_bytes(720, 1280)
+    on_cpu, staged = stylizer.memory_bytes(720, 1280), stylizer.memory_bytes(2000, 2000)
     stylizer.device = "cuda"  # as a stylizer on the CUDA provider reports itself
     assert stylizer.memory_bytes(720, 1280) == 720 * 1280 * HOST_COPY_BYTES_PER_PIXEL < on_cpu / 5
+    # an image large enough to run in stages keeps their maps in host memory, on any device
+    assert stylizer.runs_staged(2000, 2000) and stylizer.memory_bytes(2000, 2000) == staged

@@ -158,4 +158,4 @@ def test_metrics_reachable_from_other_hosts_are_a_warning(host: str, warned: boo
     with caplog.at_level(logging.WARNING, logger="serving.metrics"):
         metrics.start()
     metrics.stop()
-    assert ("plain HTTP without the token or TLS" in caplog.text) == warned
+    assert ("plain HTTP with no authentication" in caplog.text) == warned
