@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import statistics
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.transforms import v2
 
 from styletrain.errors import UserError
-from styletrain.images import FORMATS, open_image, resize_short_side, to_tensor
+from styletrain.images import FORMATS, open_image, resize_short_side, short_side_size, to_tensor
 from styletrain.images import image_size as header_size
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def held_bytes(files: Sequence[Path], image_size: int, *, sample: int = 64) -> i
             continue
         if min(width, height) < 1:  # a corrupt header; the dataset skips such a file
             continue
-        held.append(3 * image_size * max(image_size, round(max(width, height) * image_size / min(width, height))))
+        held.append(3 * math.prod(short_side_size((width, height), image_size)))
     return round(len(files) * statistics.fmean(held)) if held else 0
 
 
@@ -116,8 +117,8 @@ class DeviceBatches(IterableDataset):
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.device = torch.device(device)
         free = free_memory(self.device)
-        estimate = held_bytes(files, image_size) if free is not None else 0
-        if free is not None and estimate > free / 2:  # the other half is for training itself
+        # the other half is for training itself
+        if free is not None and (estimate := held_bytes(files, image_size)) > free / 2:
             raise UserError(
                 f"--data-on-device would hold {len(files)} photos at {image_size} px in about {estimate / 1e9:.1f} "
                 f"GB on {self.device}, more than half of its {free / 1e9:.1f} GB free (the rest is for training); "

@@ -200,11 +200,15 @@ def resize_max_side(image: Image.Image, max_side: int | None, *, min_side: int =
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
+def short_side_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is exactly ``side``, keeping the aspect ratio."""
+    scale = side / min(size)
+    return max(side, round(size[0] * scale)), max(side, round(size[1] * scale))
+
+
 def resize_short_side(image: Image.Image, side: int) -> Image.Image:
     """Resize so the shorter side is exactly ``side`` (how training photos are scaled before cropping)."""
-    scale = side / min(image.size)
-    size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
+    return image.resize(short_side_size(image.size, side), Image.Resampling.LANCZOS)
 
 
 def resize_side(image: Image.Image, side: int) -> Image.Image:
