@@ -35,7 +35,8 @@ class ServerConfig:
 
     models_dir: str | Path = DEFAULT_MODELS_DIR
     threads: int | None = None
-    """onnxruntime intra-op threads per model (None: one per physical core)."""
+    """onnxruntime intra-op threads (None: one per physical core): of each model's pool, or under
+    ``serve`` of the one pool all models share (``styletrain.runtime.ort_env``)."""
     max_concurrent: int | None = None
     """Admission slots: images a server holds at once (decoded, queued for a batch, running or being
     encoded), unary calls and stream frames alike; more get RESOURCE_EXHAUSTED. None: 2 without
@@ -136,7 +137,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}, this machine "
                    "only; 0.0.0.0 or [::] for every interface, best with TLS and a token)")
     p.add_argument("--threads", type=_bounded(int, 1),
-                   help="onnxruntime intra-op threads per model (default: one per core)")
+                   help="onnxruntime intra-op threads, one pool for all models (default: one per core)")
     p.add_argument("--max-concurrent", type=_bounded(int, 1),
                    help="images held at once (decoded, queued, running or encoding); more get RESOURCE_EXHAUSTED "
                         f"(default {UNBATCHED_SLOTS} without batching, else max batch size + --max-queue)")

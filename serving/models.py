@@ -100,6 +100,21 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
     return stylizer
 
 
+
+def model_paths(folder: str | Path) -> list[Path]:
+    """The models a server of ``folder`` loads: every ``*.onnx`` but variant files; raises ``UserError``
+    for a missing folder or one without models."""
+    from styletrain.runtime.variants import variant_files
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"models folder not found: {folder}")
+    paths = list(variant_files(folder))
+    if not paths:
+        raise UserError(f"no .onnx models in {folder.resolve()}; export some with "
+                        "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
+    return paths
+
 class ModelRegistry:
     """Loaded models by name, in name order."""
 
@@ -112,17 +127,8 @@ class ModelRegistry:
                     precision: str | None = None, variant: str = "auto") -> ModelRegistry:
         """Load every ``*.onnx`` in ``folder`` but variant files (``load_model``); raises ``UserError``
         if there are none."""
-        from styletrain.runtime.variants import variant_files
-
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise UserError(f"models folder not found: {folder}")
-        paths = list(variant_files(folder))
-        if not paths:
-            raise UserError(f"no .onnx models in {folder.resolve()}; export some with "
-                            "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
         models = {}
-        for path in paths:
+        for path in model_paths(folder):
             models[path.stem] = load_model(path, backend=backend, device=device, providers=providers,
                                            threads=threads, precision=precision,
                                            variant=variant)

@@ -47,12 +47,13 @@ from serving import batching, memory, pipeline, reflection, security
 from serving.config import ServerConfig, add_arguments, config_from_args
 from serving.lifecycle import DrainInterceptor, IdleWatch, WatchEndingHealthServicer
 from serving.metrics import ServerMetrics, host_of
-from serving.models import ModelRegistry
+from serving.models import ModelRegistry, model_paths
 from serving.pipeline import Failure
 from styletrain.errors import UserError
 from styletrain.images import warm_up_codecs
 from styletrain.runtime import RunOptions
 from styletrain.runtime.malloc import release_freed_memory
+from styletrain.runtime.ort_env import share_thread_pool
 from styletrain.v1 import styletrain_pb2 as pb
 from styletrain.v1 import styletrain_pb2_grpc as pb_grpc
 
@@ -332,7 +333,12 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
 
 def serve(address: str = "127.0.0.1:50051", config: ServerConfig | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down and return: SIGTERM drains for ``drain_delay``
-    first, SIGINT (Ctrl-C) does not; a second signal stops at once, cancelling calls in flight."""
+    first, SIGINT (Ctrl-C) does not; a second signal stops at once, cancelling calls in flight.
+    Owns the process: its onnxruntime sessions share one thread pool (``ort_env.share_thread_pool``)."""
+    config = config or ServerConfig()
+    model_paths(config.models_dir)  # a missing or empty folder fails before any process-wide change
+    # The process is the server's: its onnxruntime sessions can share one thread pool (ort_env).
+    share_thread_pool(config.threads)
     server, port = create_server(address, config=config)
     server.start()
     host = address.rpartition(":")[0]

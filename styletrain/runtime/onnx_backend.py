@@ -42,6 +42,7 @@ from styletrain.runtime.staged import (
     run_stages,
 )
 from styletrain.runtime.onnx_weights import unpack_float16
+from styletrain.runtime.ort_env import session_options, shared_cpu_arena
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,8 @@ class OnnxStylizer(Stylizer):
             self._rewritten = bool(report)
         self.style_names = list(self.metadata.style_names)
         self.conditional = WEIGHTS in {i.name for i in model.graph.input}
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options = session_options(threads)
         options.enable_cpu_mem_arena = memory_arena
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         # Built from the bytes we checked: nothing else (no external file) can be pulled in.
         self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
                                             providers=providers)
@@ -183,7 +179,7 @@ class OnnxStylizer(Stylizer):
         weights = batch_weights(style_weights, 1, len(self.style_names))
         feeds = {WEIGHTS: weights} if self.conditional else {}
         options = options or RunOptions()
-        shrink = "cpu:0" if _shared_cpu_arena() and CPU in self.providers else ""
+        shrink = "cpu:0" if shared_cpu_arena() and CPU in self.providers else ""
         return run_stages(plan, sessions, lambda session, outputs, inputs, last: self._run_session(
             session, outputs, inputs, options, self._run_options(devices=shrink if last else "")), pixels, feeds)
 
@@ -223,18 +219,13 @@ class OnnxStylizer(Stylizer):
             if self._stage_sessions is None:
                 import onnxruntime as ort
 
-                options = ort.SessionOptions()
-                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # 22-odd sessions take turns: a finished one's own pool must not spin while the next runs.
+                options = session_options(self._threads, idle_spin=False)
                 # One arena for all stage sessions (each would keep its own), else none at all.
-                if _shared_cpu_arena():
+                if shared_cpu_arena():
                     options.add_session_config_entry("session.use_env_allocators", "1")
                 else:
                     options.enable_cpu_mem_arena = False
-                if self._threads is not None:
-                    options.intra_op_num_threads = self._threads
-                options.inter_op_num_threads = 1
-                # 22-odd sessions take turns: a finished one's threads must not spin while the next runs.
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._stage_sessions = [ort.InferenceSession(stage.model, sess_options=options,
                                                              providers=self.providers) for stage in plan.stages]
             return plan, self._stage_sessions
@@ -272,26 +263,3 @@ class OnnxStylizer(Stylizer):
             run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
         return run_options
 
-
-_arena_lock = threading.Lock()
-_arena_registered: bool | None = None
-
-
-def _shared_cpu_arena() -> bool:
-    """Register one CPU memory arena that every staged session shares (once per process); False if
-    onnxruntime refuses. Grown by the tiles of a stage, shrunk after its last tile."""
-    global _arena_registered
-    with _arena_lock:
-        if _arena_registered is None:
-            import onnxruntime as ort
-
-            config = ort.OrtArenaCfg({"max_mem": 0, "arena_extend_strategy": 1, "initial_chunk_size_bytes": 2**20,
-                                      "max_dead_bytes_per_chunk": -1, "initial_growth_chunk_size_bytes": 2**20})
-            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            try:
-                ort.create_and_register_allocator(info, config)
-                _arena_registered = True
-            except Exception as exc:  # onnxruntime raises its own types
-                log.warning("no shared CPU arena for staged runs (%s); they run without one", exc)
-                _arena_registered = False
-        return _arena_registered

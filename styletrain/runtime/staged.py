@@ -36,6 +36,7 @@ from styletrain.runtime.base import NonFiniteOutput
 from styletrain.runtime.onnx_norms import (
     NormStat, activations, fixed_stats_model, needed, norm_stats, producers, receptive_radius, segment,
 )
+from styletrain.runtime.ort_env import session_options
 from styletrain.runtime.tiling import ChannelStats, Tile, tiles
 
 IMAGE, WEIGHTS, OUTPUT = "image", "style_weights", "output"
@@ -298,7 +299,8 @@ def _probe(model: onnx.ModelProto, tensors: list[str]) -> tuple[dict[str, float]
     for t in tensors:
         probe.graph.node.append(helper.make_node("Shape", [t], [f"{t}.probe_shape"]))
         probe.graph.output.append(helper.make_tensor_value_info(f"{t}.probe_shape", onnx.TensorProto.INT64, [4]))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(),
+                                   providers=["CPUExecutionProvider"])
     names = [f"{t}.probe_shape" for t in tensors]
     sides = (PROBE_SIDE, 2 * PROBE_SIDE)
     first, second = (dict(zip(tensors, session.run(names, _probe_feeds(session, side)))) for side in sides)

@@ -17,6 +17,7 @@ from serving.client import StyleClient
 from serving.config import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, ServerConfig, config_from_args
 from styletrain.cli import build_parser, main
 from styletrain.errors import UserError
+from styletrain.runtime import ort_env
 
 
 def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], tmp_path: Path,
@@ -77,6 +78,7 @@ def test_client_reports_an_unreachable_server(tmp_path: Path, capsys: pytest.Cap
 def test_serve_without_models_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--models", str(tmp_path), "--port", "0"]) == 2
     assert "no .onnx models in" in capsys.readouterr().err
+    assert not ort_env.shares_thread_pool()  # refused before the process's onnxruntime setup changed
 
 
 def test_python_m_serving_server_takes_the_serve_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,6 +86,7 @@ def test_python_m_serving_server_takes_the_serve_options(tmp_path: Path, capsys:
 
     assert server_main(["--models", str(tmp_path), "--port", "0", "--threads", "1", "--cpu"]) == 2
     assert "serving.server: error: no .onnx models in" in capsys.readouterr().err
+    assert not ort_env.shares_thread_pool()
 
 
 @pytest.mark.parametrize("argv", [["serve", "--port", "99999"], ["serve", "--port", "-1"],
