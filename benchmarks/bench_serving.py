@@ -13,6 +13,9 @@ p50/p95 latency in ms and throughput in images/s (1 / mean latency). Columns:
 - ``ort+codec``: what the server does per request, in process: decode JPEG, run, encode JPEG;
 - ``grpc``: ``StyleClient.stylize`` against a server on 127.0.0.1 (same JPEG, same work + transport).
 
+The server here is ``create_server`` in this process, so each session has its own onnxruntime
+thread pool; ``styletrain serve`` shares one (``benchmarks/bench_thread_pool.py`` compares the two).
+
 ``--memory`` also reports the RSS of an onnxruntime session after runs at many sizes, with the
 CPU memory arena on and off (fresh process each).
 """

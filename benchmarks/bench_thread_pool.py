@@ -3,7 +3,7 @@
 what ``styletrain serve`` does).
 
     python benchmarks/bench_thread_pool.py                      # the shipped models, default threads
-    python benchmarks/bench_thread_pool.py --threads 8 --seconds 0   # thread counts only
+    python benchmarks/bench_thread_pool.py --threads 8 --seconds 0 --staged 0   # thread counts only
 
 Each mode runs in a fresh process (the shared pool is process-wide), in turn, ``--repeats`` times.
 Per process: load every model in ``--models`` as ``serve`` does (this machine's variant), warm up

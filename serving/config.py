@@ -35,8 +35,9 @@ class ServerConfig:
 
     models_dir: str | Path = DEFAULT_MODELS_DIR
     threads: int | None = None
-    """onnxruntime intra-op threads (None: one per physical core): of each model's pool, or under
-    ``serve`` of the one pool all models share (``styletrain.runtime.ort_env``)."""
+    """onnxruntime intra-op threads (None: one per physical core): under ``serve``, of the one pool all
+    sessions share (``styletrain.runtime.ort_env``); in a server made by ``create_server`` alone, of
+    each session's own pool."""
     max_concurrent: int | None = None
     """Admission slots: images a server holds at once (decoded, queued for a batch, running or being
     encoded), unary calls and stream frames alike; more get RESOURCE_EXHAUSTED. None: 2 without

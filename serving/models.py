@@ -100,7 +100,6 @@ def load_model(onnx_path: str | Path, *, backend: str = "auto", device: str | No
     return stylizer
 
 
-
 def model_paths(folder: str | Path) -> list[Path]:
     """The models a server of ``folder`` loads: every ``*.onnx`` but variant files; raises ``UserError``
     for a missing folder or one without models."""

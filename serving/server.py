@@ -334,7 +334,8 @@ def create_server(address: str, models_dir: str | Path | None = None, *,
 def serve(address: str = "127.0.0.1:50051", config: ServerConfig | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down and return: SIGTERM drains for ``drain_delay``
     first, SIGINT (Ctrl-C) does not; a second signal stops at once, cancelling calls in flight.
-    Owns the process: its onnxruntime sessions share one thread pool (``ort_env.share_thread_pool``)."""
+    Owns the process: its onnxruntime sessions share one thread pool (``ort_env.share_thread_pool``),
+    which stays so even if ``serve`` fails after the models folder has been checked."""
     config = config or ServerConfig()
     model_paths(config.models_dir)  # a missing or empty folder fails before any process-wide change
     # The process is the server's: its onnxruntime sessions can share one thread pool (ort_env).

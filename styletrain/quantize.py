@@ -38,6 +38,7 @@ from styletrain.images import open_image, resize_short_side
 from styletrain.export import set_metadata, write_model
 from styletrain.runtime.cpu_graph import rewrite_for_cpu
 from styletrain.runtime.onnx_backend import CPU, IMAGE, OUTPUT, WEIGHTS, load_model, read_metadata
+from styletrain.runtime.ort_env import session_options
 from styletrain.runtime.variants import variant_path
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,8 @@ def calibration_feeds(
 def _session(model: onnx.ModelProto, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options(threads)
     options.log_severity_level = 3  # no warnings about initializers the optimiser drops
-    if threads is not None:
-        options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=[CPU])
 
 

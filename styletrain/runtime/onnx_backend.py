@@ -115,7 +115,8 @@ def default_providers(device: str | None = None) -> list[str]:
 class OnnxStylizer(Stylizer):
     """An exported model in one onnxruntime ``InferenceSession``, plus staged sessions for large images.
 
-    ``threads`` sets onnxruntime's intra-op threads (None: one per physical core). On the CPU
+    ``threads`` sets onnxruntime's intra-op threads of each session's pool (None: one per physical
+    core); ignored once the process shares one pool (``ort_env.share_thread_pool``). On the CPU
     provider alone, ``cpu_rewrite`` applies the exact rewrites of ``styletrain.runtime.cpu_graph``
     (same outputs within ~1e-6, about a quarter less time). The memory
     arena grows for every new image size unless told to shrink: with ``shrink_arena`` every run
@@ -262,4 +263,3 @@ class OnnxStylizer(Stylizer):
         if devices:
             run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
         return run_options
-

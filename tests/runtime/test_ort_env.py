@@ -39,7 +39,8 @@ SCRIPT = """
 
 def run(model: Path, mode: str) -> dict:
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(model), mode],
-                         capture_output=True, text=True, check=True, cwd=REPO, timeout=300)
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -26,7 +26,7 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "styletrain", "serve", "--models", str(onnx_models["dir"]),
-             "--port", "0", "--threads", "1", "--grace", "5", "--drain-delay", "60"],
+             "--port", "0", "--threads", "2", "--grace", "5", "--drain-delay", "60"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 60
@@ -36,6 +36,10 @@ def test_serve_then_client_commands_then_sigterm(onnx_models: dict[str, Path], t
             time.sleep(0.2)
         port = log_path.read_text().split("on 127.0.0.1:")[1].split()[0]
         server = f"127.0.0.1:{port}"
+        # The two models' sessions (1 + staged each) share one pool of 2 threads, not one pool each.
+        tasks = Path(f"/proc/{process.pid}/task")
+        if tasks.is_dir():
+            assert len(list(tasks.iterdir())) < 20, len(list(tasks.iterdir()))  # 10 measured; 31 unshared
 
         assert main(["client", "styles", "--server", server]) == 0
         assert capsys.readouterr().out.splitlines() == ["mosaic: mosaic", "multi: candy, mosaic, udnie"]
