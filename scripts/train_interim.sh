@@ -8,7 +8,7 @@
 #   scripts/train_interim.sh [MULTI_MINUTES] [SINGLE_MINUTES]   (defaults 88 and 38)
 # The recipes decay the rate to zero at their max-steps, which these limits reach on a 2-core
 # AVX512-BF16 EPYC (3400 steps of the 13-style net in 81 minutes, 1700 of a width-32 single-style
-# net in about 36) except mosaic's and starry_night_crop's 2300 (about 48); a slower CPU needs more
+# net in about 36) except the single-style nets' 2300 since the fourteenth session (about 48); a slower CPU needs more
 # attempts (an AVX2-only EPYC trains in float32 at about a third of that speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
