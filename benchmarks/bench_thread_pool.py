@@ -55,15 +55,20 @@ WORKER = """
         done.append(n)
     start = time.perf_counter()
     workers = [threading.Thread(target=client, args=(k,)) for k in range(int(clients))]
-    [w.start() for w in workers]; [w.join() for w in workers]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     rate = sum(done) / (time.perf_counter() - start) if float(seconds) else None
-    big, m = photo(int(staged), int(staged)), models[0]
-    weights = np.full(len(m.style_names), 1 / len(m.style_names), np.float32)
-    t = time.perf_counter()
-    m.run_pixels(big, weights) if int(staged) else None
-    print(json.dumps({"threads": count, "sessions": sum(1 + len(getattr(m, "_stage_sessions", None) or [])
-                                                          for m in models),
-                      "rate": rate, "staged": time.perf_counter() - t if int(staged) else None}))
+    staged_seconds = None
+    if int(staged):
+        m = models[0]
+        big = photo(int(staged), int(staged))
+        t = time.perf_counter()
+        m.run_pixels(big, np.full(len(m.style_names), 1 / len(m.style_names), np.float32))
+        staged_seconds = time.perf_counter() - t
+    sessions = sum(1 + len(getattr(m, "_stage_sessions", None) or []) for m in models)
+    print(json.dumps({"threads": count, "sessions": sessions, "rate": rate, "staged": staged_seconds}))
 """
 
 

@@ -114,6 +114,7 @@ def model_paths(folder: str | Path) -> list[Path]:
                         "`styletrain export --checkpoint CKPT --output DIR/NAME.onnx`")
     return paths
 
+
 class ModelRegistry:
     """Loaded models by name, in name order."""
 
